@@ -1,0 +1,96 @@
+"""Held-out metrics of one model under one arm, and the arm x iteration results table.
+
+Each model answers every held-out instruction once (greedy by default); the judge scores the
+responses. An output that fails to parse has no response to show a user, so it scores 0.
+Win rate is against the seed model's direct responses (the `direct/iter_0` evaluation) on the
+same instructions: win 1, tie 0.5, loss 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tpo.records import Sample, Score
+
+METRICS = (
+    "mean_score",
+    "pass_rate",
+    "win_rate",
+    "parse_failure_rate",
+    "natural_parse_rate",
+    "mean_thought_chars",
+    "mean_response_chars",
+)
+
+
+def score_map(scores: Sequence[Score]) -> dict[str, float]:
+    """instruction id -> score, with failures (parse or judge) as 0."""
+    return {s.instruction_id: s.value if s.value is not None else 0.0 for s in scores}
+
+
+def win_rate(ours: Mapping[str, float], theirs: Mapping[str, float]) -> float | None:
+    """Share of common instructions where ours beats theirs; ties count half.
+
+    >>> win_rate({"a": 1.0, "b": 0.5, "c": 0.0}, {"a": 0.5, "b": 0.5, "c": 1.0})
+    0.5
+    """
+    common = sorted(set(ours) & set(theirs))
+    if not common:
+        return None
+    points = sum(1.0 if ours[i] > theirs[i] else 0.5 if ours[i] == theirs[i] else 0.0 for i in common)
+    return points / len(common)
+
+
+def eval_metrics(
+    samples: Sequence[Sample], scores: Sequence[Score], baseline: Mapping[str, float] | None
+) -> dict[str, Any]:
+    n = max(len(samples), 1)
+    values = score_map(scores)
+    vals = list(values.values())
+    return {
+        "n": len(samples),
+        "mean_score": sum(vals) / max(len(vals), 1),
+        "pass_rate": sum(v >= 1.0 for v in vals) / max(len(vals), 1),
+        "win_rate": win_rate(values, baseline) if baseline is not None else None,
+        "parse_failure_rate": sum(not s.parsed_ok for s in samples) / n,
+        "natural_parse_rate": sum(s.natural_ok for s in samples) / n,
+        "forced_rate": sum(s.forced for s in samples) / n,
+        "mean_thought_chars": sum(s.thought_chars for s in samples) / n,
+        "mean_response_chars": sum(s.response_chars for s in samples) / n,
+    }
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.0f}"
+    return str(value)
+
+
+def results_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A plain-text arm x iteration table, like the paper's iteration table."""
+    cols = ["arm", "iter", *METRICS, "train_pairs"]
+    heads = ["arm", "iter", "score", "pass", "win_vs_seed", "parse_fail", "natural_parse",
+             "thought_ch", "response_ch", "pairs"]  # fmt: skip
+    body = [[_fmt(r.get(c if c != "iter" else "iteration")) for c in cols] for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(heads)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(heads, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(b, widths, strict=True)) for b in body]
+    return "\n".join(lines)
+
+
+def results_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    for r in rows[1:]:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()

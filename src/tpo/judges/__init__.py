@@ -1,0 +1,29 @@
+"""Judges score responses; they never see a thought.
+
+A judge takes `JudgeItem`s, which hold an instruction and a `Response` (a type only the parser
+makes), and returns one score per item, or None where it failed. This is the one interface
+every judge implements; the pipeline does not care which kind it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from tpo.records import Instruction, Response
+
+
+@dataclass(frozen=True)
+class JudgeItem:
+    instruction: Instruction
+    response: Response
+
+
+class Judge(Protocol):
+    """Pointwise judge: one score per (instruction, response)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def score(self, items: Sequence[JudgeItem]) -> list[float | None]: ...

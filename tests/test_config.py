@@ -1,0 +1,82 @@
+"""Config: every preset loads; bad keys and values give one-line errors naming the key."""
+
+import pytest
+
+from tpo.config import (
+    ConfigError,
+    RunConfig,
+    config_from_dict,
+    load_config,
+    parse_override,
+    preset_names,
+    reference,
+)
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_shipped_preset_loads(name):
+    cfg = load_config(preset=name)
+    assert isinstance(cfg, RunConfig)
+
+
+def test_presets_include_embedded_and_tiny():
+    assert {"embedded", "tiny"} <= set(preset_names())
+    assert load_config().model.name_or_path == "embedded"  # the default preset
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(preset="tiny", overrides=["generation.num_samples=3", "pairs.length_rho=0.25",
+                                                "arms=tpo", "generation.thought_budget=null"])  # fmt: skip
+    assert cfg.generation.num_samples == 3
+    assert cfg.pairs.length_rho == 0.25
+    assert cfg.arms == ["tpo"]
+    assert cfg.generation.thought_budget is None
+    assert parse_override("a.b.c=1") == {"a": {"b": {"c": 1}}}
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("generation.num_samples=1", "generation.num_samples"),
+        ("pairs.length_rho=-0.1", "pairs.length_rho"),
+        ("generation.temperature=0", "generation.temperature"),
+        ("generation.num_sample=4", "did you mean 'generation.num_samples'"),
+        ("generation.num_samples=four", "generation.num_samples: expected an integer"),
+        ("arms=tpo,thinking", "unknown arm 'thinking'"),
+        ("train.method=qlora", "train.method"),
+        ("bogus=1", "unknown config key 'bogus'"),
+    ],
+)
+def test_bad_values_name_the_key(override, needle):
+    with pytest.raises(ConfigError) as err:
+        load_config(preset="tiny", overrides=[override])
+    message = str(err.value)
+    assert needle in message and "\n" not in message
+    assert message.startswith("preset tiny:")
+
+
+def test_yaml_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("generation:\n  num_samples: [\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+: invalid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("judge:\n  tipe: verifier\n")
+    with pytest.raises(ConfigError, match=r"typo\.yaml: unknown config key 'judge.tipe'"):
+        load_config(typo)
+
+
+def test_custom_prompt_needs_instruction_placeholder():
+    with pytest.raises(ConfigError, match="prompt.custom_template"):
+        config_from_dict({"prompt": {"thought_prompt": "custom", "custom_template": "no slot"}})
+    cfg = config_from_dict({"prompt": {"thought_prompt": "custom", "response_marker": "ANSWER:",
+                                       "custom_template": "Think, then ANSWER: {instruction}"}})  # fmt: skip
+    assert cfg.prompt.response_marker == "ANSWER:"
+
+
+def test_reference_documents_every_key():
+    text = reference()
+    for key in ("generation.num_samples", "pairs.length_rho", "train.nll_weight", "arms"):
+        assert f"`{key}`" in text

@@ -1,0 +1,55 @@
+"""Run directory: JSONL repair after a crash, config mismatch, the lock."""
+
+import json
+
+import pytest
+
+from tpo.config import load_config
+from tpo.records import Score
+from tpo.store import RunDir, StoreError, append_jsonl, read_jsonl
+
+
+def test_cut_last_line_is_repaired_and_other_bad_lines_are_errors(tmp_path):
+    path = tmp_path / "scores.jsonl"
+    append_jsonl(path, [Score("a", 0, "v", 1.0).to_dict(), Score("a", 1, "v", 0.0).to_dict()])
+    with open(path, "a") as f:
+        f.write('{"instruction_id": "a", "ind')  # a writer killed mid-line
+    records = read_jsonl(path, Score.from_dict, repair=True)
+    assert [r.index for r in records] == [0, 1]
+    assert path.read_text().endswith("}\n")  # the cut line is gone from the file
+    with open(path, "a") as f:
+        f.write("not json\n")
+    with pytest.raises(StoreError, match=r"scores\.jsonl:3: malformed JSON"):
+        read_jsonl(path, Score.from_dict)
+
+
+def test_unknown_field_is_named(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text(json.dumps({**Score("a", 0, "v", 1.0).to_dict(), "extra": 1}) + "\n")
+    with pytest.raises(StoreError, match=r"s\.jsonl:1: unknown field\(s\) for Score: extra"):
+        read_jsonl(path, Score.from_dict)
+
+
+def test_run_dir_refuses_a_different_config(tmp_path):
+    RunDir.open(tmp_path / "run", load_config(preset="tiny"))
+    RunDir.open(tmp_path / "run", load_config(preset="tiny"))  # same config: resume is fine
+    other = load_config(preset="tiny", overrides=["generation.num_samples=3"])
+    with pytest.raises(StoreError, match=r"different config: generation\.num_samples \(4 there, 3 now\)"):
+        RunDir.open(tmp_path / "run", other)
+
+
+def test_lock_is_exclusive(tmp_path):
+    run = RunDir.open(tmp_path / "run", load_config(preset="tiny"))
+    with run.lock(), pytest.raises(StoreError, match="in use by another tpo process"):
+        with RunDir.load(tmp_path / "run").lock():
+            pass
+
+
+def test_manifest_marks_and_clears(tmp_path):
+    run = RunDir.open(tmp_path / "run", load_config(preset="tiny"))
+    assert not run.is_done("pairs", "tpo", 1)
+    run.mark_done("pairs", "tpo", 1, pairs=3)
+    assert run.is_done("pairs", "tpo", 1)
+    assert run.manifest()["done"]["tpo/iter_1/pairs"] == {"pairs": 3}
+    run.clear("pairs", "tpo", 1)
+    assert not run.is_done("pairs", "tpo", 1)
