@@ -58,7 +58,10 @@ def test_tiny_preset_end_to_end(tiny_run: Path):
         assert len(samples) == 8 * 4  # 8 instructions x K=4
     rows = json.loads((tiny_run / "results.json").read_text())
     assert [(r["arm"], r["iteration"]) for r in rows] == [
-        ("direct", 0), ("direct", 1), ("tpo", 0), ("tpo", 1)
+        ("direct", 0),
+        ("direct", 1),
+        ("tpo", 0),
+        ("tpo", 1),
     ]
     for r in rows:
         assert 0 <= r["mean_score"] <= 1 and 0 <= r["win_rate"] <= 1
@@ -91,8 +94,16 @@ def test_stage_subcommand_redoes_one_stage(tiny_run: Path):
 
 @pytest.mark.slow
 def test_different_config_on_an_existing_run_is_refused(tiny_run: Path):
-    proc = tpo("run", "--preset", "tiny", "--out", str(tiny_run),
-               "--set", "generation.num_samples=3", check=False)  # fmt: skip
+    proc = tpo(
+        "run",
+        "--preset",
+        "tiny",
+        "--out",
+        str(tiny_run),
+        "--set",
+        "generation.num_samples=3",
+        check=False,
+    )
     assert_clean_error(proc, "different config", "generation.num_samples")
 
 
@@ -114,8 +125,16 @@ def test_config_errors_are_one_line(tmp_path: Path):
 def _with_data(tmp_path: Path, lines: list[str]) -> subprocess.CompletedProcess:
     data = tmp_path / "mine.jsonl"
     data.write_text("\n".join(lines) + "\n")
-    return tpo("run", "--preset", "tiny", "--out", str(tmp_path / "run"),
-               "--set", f"data.train={data}", check=False)  # fmt: skip
+    return tpo(
+        "run",
+        "--preset",
+        "tiny",
+        "--out",
+        str(tmp_path / "run"),
+        "--set",
+        f"data.train={data}",
+        check=False,
+    )
 
 
 def test_bad_instruction_files_name_file_and_line(tmp_path: Path):
@@ -126,8 +145,16 @@ def test_bad_instruction_files_name_file_and_line(tmp_path: Path):
     assert_clean_error(proc, "mine.jsonl:2")
     proc = _with_data(tmp_path, [json.dumps({"text": "x", "constraints": [{"type": "nope"}]})])
     assert_clean_error(proc, "mine.jsonl:1", "nope")
-    proc = tpo("run", "--preset", "tiny", "--out", str(tmp_path / "r2"),
-               "--set", f"data.train={tmp_path / 'absent.jsonl'}", check=False)  # fmt: skip
+    proc = tpo(
+        "run",
+        "--preset",
+        "tiny",
+        "--out",
+        str(tmp_path / "r2"),
+        "--set",
+        f"data.train={tmp_path / 'absent.jsonl'}",
+        check=False,
+    )
     assert_clean_error(proc, "absent.jsonl")
 
 
@@ -138,8 +165,16 @@ def test_too_few_instructions_is_a_clear_error(tmp_path: Path):
 
 
 def test_unloadable_model_path_is_a_clear_error(tmp_path: Path):
-    proc = tpo("run", "--preset", "tiny", "--out", str(tmp_path / "run"),
-               "--set", f"model.name_or_path={tmp_path / 'no-model'}", check=False)  # fmt: skip
+    proc = tpo(
+        "run",
+        "--preset",
+        "tiny",
+        "--out",
+        str(tmp_path / "run"),
+        "--set",
+        f"model.name_or_path={tmp_path / 'no-model'}",
+        check=False,
+    )
     assert_clean_error(proc, "cannot load", "no-model")
     # completed work is kept: the data stage finished before the model was needed
     assert (tmp_path / "run" / "data" / "train.jsonl").is_file()

@@ -25,8 +25,15 @@ def test_presets_include_embedded_and_tiny():
 
 
 def test_overrides_are_typed_and_nested():
-    cfg = load_config(preset="tiny", overrides=["generation.num_samples=3", "pairs.length_rho=0.25",
-                                                "arms=tpo", "generation.thought_budget=null"])  # fmt: skip
+    cfg = load_config(
+        preset="tiny",
+        overrides=[
+            "generation.num_samples=3",
+            "pairs.length_rho=0.25",
+            "arms=tpo",
+            "generation.thought_budget=null",
+        ],
+    )
     assert cfg.generation.num_samples == 3
     assert cfg.pairs.length_rho == 0.25
     assert cfg.arms == ["tpo"]
@@ -69,10 +76,17 @@ def test_yaml_file_errors_name_the_file(tmp_path):
 
 
 def test_custom_prompt_needs_instruction_placeholder():
-    with pytest.raises(ConfigError, match="prompt.custom_template"):
+    with pytest.raises(ConfigError, match=r"prompt\.custom_template"):
         config_from_dict({"prompt": {"thought_prompt": "custom", "custom_template": "no slot"}})
-    cfg = config_from_dict({"prompt": {"thought_prompt": "custom", "response_marker": "ANSWER:",
-                                       "custom_template": "Think, then ANSWER: {instruction}"}})  # fmt: skip
+    cfg = config_from_dict(
+        {
+            "prompt": {
+                "thought_prompt": "custom",
+                "response_marker": "ANSWER:",
+                "custom_template": "Think, then ANSWER: {instruction}",
+            }
+        }
+    )
     assert cfg.prompt.response_marker == "ANSWER:"
 
 

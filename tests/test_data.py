@@ -40,8 +40,17 @@ CONTRADICTORY = [
     ("bullets", "paragraphs"),
 ]
 # Kinds a 135M model can sometimes meet; they should make up most of the set.
-EASY = {"keywords_include", "word_count", "ends_with", "starts_with", "lowercase", "no_commas",
-        "title", "bullets", "keywords_exclude"}  # fmt: skip
+EASY = {
+    "keywords_include",
+    "word_count",
+    "ends_with",
+    "starts_with",
+    "lowercase",
+    "no_commas",
+    "title",
+    "bullets",
+    "keywords_exclude",
+}
 
 
 def test_same_seed_same_set_other_seed_differs() -> None:

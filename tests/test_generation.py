@@ -30,8 +30,11 @@ def test_forcing_appends_the_marker_only_where_the_model_did_not_write_it():
         Completion("still thinking about", finished=False, num_tokens=10),  # no marker: force
         Completion("answered without marker", finished=True, num_tokens=4),  # no marker: force
     ]
-    second = [Completion(" rest", True, 2), Completion("Forced answer.", True, 3),
-              Completion("Again.", True, 2)]  # fmt: skip
+    second = [
+        Completion(" rest", True, 2),
+        Completion("Forced answer.", True, 3),
+        Completion("Again.", True, 2),
+    ]
     gen = Scripted(first, second)
     budget = Budget(thought_budget=10, response_max_tokens=20, max_new_tokens=99)
     outs = generate_outputs(gen, ["p0", "p1", "p2", "p3"], FMT, budget, 0.8, 0.95, seed=1)
@@ -40,10 +43,13 @@ def test_forcing_appends_the_marker_only_where_the_model_did_not_write_it():
     assert outs[1].output == f"natural\n{MARK}\nhalf rest" and outs[1].num_tokens == 12
     assert outs[2].output == f"still thinking about\n{MARK}\nForced answer."
     assert outs[3].output == f"answered without marker\n{MARK}\nAgain."
-    (p1, params1), (p2, params2) = gen.calls
+    (_, params1), (p2, params2) = gen.calls
     assert params1.max_new_tokens == 10 and params2.max_new_tokens == 20
-    assert p2 == [f"p1natural\n{MARK}\nhalf", f"p2still thinking about\n{MARK}\n",
-                  f"p3answered without marker\n{MARK}\n"]  # fmt: skip
+    assert p2 == [
+        f"p1natural\n{MARK}\nhalf",
+        f"p2still thinking about\n{MARK}\n",
+        f"p3answered without marker\n{MARK}\n",
+    ]
 
 
 def test_no_budget_means_one_call_and_no_forcing():

@@ -11,10 +11,19 @@ from tpo.records import Sample, Score
 def sample(i, ok=True, response="x", iid="a"):
     output = ("thought\nHere is my response:\n" + response) if ok else "thought only"
     return Sample(
-        instruction_id=iid, index=i, arm="tpo", prompt="P", output=output, thought="thought",
-        response=response if ok else "", parsed_ok=ok, forced=False, thought_chars=7,
-        response_chars=len(response) if ok else 0, output_tokens=5,
-    )  # fmt: skip
+        instruction_id=iid,
+        index=i,
+        arm="tpo",
+        prompt="P",
+        output=output,
+        thought="thought",
+        response=response if ok else "",
+        parsed_ok=ok,
+        forced=False,
+        thought_chars=7,
+        response_chars=len(response) if ok else 0,
+        output_tokens=5,
+    )
 
 
 def score(i, v, iid="a"):
@@ -28,7 +37,8 @@ def test_zscores_by_hand():
 
 
 def test_length_control_by_hand():
-    # scores [1, 0.5, 0]: z = [1.2247, 0, -1.2247]; lengths [300, 100, 200]: z = [1.2247, -1.2247, 0]
+    # scores [1, 0.5, 0]: z = [1.2247, 0, -1.2247]
+    # lengths [300, 100, 200]: z = [1.2247, -1.2247, 0]
     # rho = 0.5: s = [1.2247 - 0.6124, 0 + 0.6124, -1.2247 - 0] = [0.6124, 0.6124, -1.2247]
     s = length_controlled_scores([1.0, 0.5, 0.0], [300, 100, 200], rho=0.5)
     z = math.sqrt(1.5)
@@ -68,15 +78,21 @@ def test_parse_failures_are_rejected_and_never_chosen():
 
 def test_all_failed_gives_no_pair_and_stats_count_each_reason():
     samples = [
-        sample(0, ok=False, iid="a"), sample(1, ok=False, iid="a"),
-        sample(0, iid="b"), sample(1, iid="b"),
-        sample(0, iid="c"), sample(1, iid="c"),
-    ]  # fmt: skip
+        sample(0, ok=False, iid="a"),
+        sample(1, ok=False, iid="a"),
+        sample(0, iid="b"),
+        sample(1, iid="b"),
+        sample(0, iid="c"),
+        sample(1, iid="c"),
+    ]
     scores = [
-        score(0, None, "a"), score(1, None, "a"),
-        score(0, 0.5, "b"), score(1, 0.5, "b"),
-        score(0, 1.0, "c"), score(1, 0.0, "c"),
-    ]  # fmt: skip
+        score(0, None, "a"),
+        score(1, None, "a"),
+        score(0, 0.5, "b"),
+        score(1, 0.5, "b"),
+        score(0, 1.0, "c"),
+        score(1, 0.0, "c"),
+    ]
     pairs, stats = build_pairs(samples, scores, rho=0.1)
     assert [p.instruction_id for p in pairs] == ["c"]
     assert (stats.prompts, stats.pairs, stats.all_failed, stats.all_tied) == (3, 1, 1, 1)

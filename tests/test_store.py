@@ -34,15 +34,20 @@ def test_run_dir_refuses_a_different_config(tmp_path):
     RunDir.open(tmp_path / "run", load_config(preset="tiny"))
     RunDir.open(tmp_path / "run", load_config(preset="tiny"))  # same config: resume is fine
     other = load_config(preset="tiny", overrides=["generation.num_samples=3"])
-    with pytest.raises(StoreError, match=r"different config: generation\.num_samples \(4 there, 3 now\)"):
+    with pytest.raises(
+        StoreError, match=r"different config: generation\.num_samples \(4 there, 3 now\)"
+    ):
         RunDir.open(tmp_path / "run", other)
 
 
 def test_lock_is_exclusive(tmp_path):
     run = RunDir.open(tmp_path / "run", load_config(preset="tiny"))
-    with run.lock(), pytest.raises(StoreError, match="in use by another tpo process"):
-        with RunDir.load(tmp_path / "run").lock():
-            pass
+    with (
+        run.lock(),
+        pytest.raises(StoreError, match="in use by another tpo process"),
+        RunDir.load(tmp_path / "run").lock(),
+    ):
+        pass
 
 
 def test_manifest_marks_and_clears(tmp_path):

@@ -24,19 +24,31 @@ CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"type": "lowercase"}, "all small, 42 times.", "Not all small."),
     ({"type": "lowercase"}, "fine", "123 ..."),  # no letter at all is not "lowercase"
     ({"type": "uppercase"}, "ALL BIG, 42 TIMES!", "ALL BIG but one"),
-    ({"type": "keywords_include", "keywords": ["river", "stone"]}, "A STONE in the River.",
-     "A stone and some rivers."),
+    (
+        {"type": "keywords_include", "keywords": ["river", "stone"]},
+        "A STONE in the River.",
+        "A stone and some rivers.",
+    ),
     ({"type": "keywords_include", "keywords": ["ice cream"]}, "I like ice cream!", "ice-cream"),
     ({"type": "keywords_exclude", "keywords": ["sky"]}, "Skyline and skies.", "The blue Sky."),
-    ({"type": "word_count", "relation": "at most", "n": 4}, "* one two - three four",
-     "one two three four five"),
+    (
+        {"type": "word_count", "relation": "at most", "n": 4},
+        "* one two - three four",
+        "one two three four five",
+    ),
     ({"type": "word_count", "relation": "at least", "n": 3}, "don't stop now", "don't stop"),
     ({"type": "bullets", "n": 2}, "Intro\n* a\n  - b\n---\n**bold**", "* a\n* b\n* c"),
     ({"type": "bullets", "n": 1}, "- only", "-no space after dash"),
-    ({"type": "paragraphs", "n": 3}, "\n\nOne.\n\nTwo\nstill two.\n \t\nThree.\n\n",
-     "One.\nTwo.\nThree."),
-    ({"type": "ends_with", "phrase": "Any questions?"}, "Bye. Any questions?  \n",
-     "Bye. any questions?"),
+    (
+        {"type": "paragraphs", "n": 3},
+        "\n\nOne.\n\nTwo\nstill two.\n \t\nThree.\n\n",
+        "One.\nTwo.\nThree.",
+    ),
+    (
+        {"type": "ends_with", "phrase": "Any questions?"},
+        "Bye. Any questions?  \n",
+        "Bye. any questions?",
+    ),
     ({"type": "starts_with", "phrase": "Here is"}, "\n Here is it", "So, Here is it"),
     ({"type": "json_format"}, '{"a": [1, 2]}', '{"a": [1, 2],}'),
     ({"type": "json_format"}, '```JSON\n["x"]\n```', 'Sure! ```json\n["x"]\n```'),
@@ -47,11 +59,13 @@ CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"type": "highlights", "n": 2}, "*one* and *two words*", "**bold** and *one* and * nope *"),
     ({"type": "postscript", "marker": "P.S."}, "Bye.\n  P.S. see you", "Bye. P.S. see you"),
     ({"type": "postscript", "marker": "P.P.S."}, "P.P.S. again", "P.S. once"),
-    ({"type": "letter_frequency", "letter": "k", "relation": "at least", "n": 3}, "Kick kites",
-     "Kick it"),
-    ({"type": "letter_frequency", "letter": "Z", "relation": "at most", "n": 1}, "zero",
-     "Zig zag"),
-]  # fmt: skip
+    (
+        {"type": "letter_frequency", "letter": "k", "relation": "at least", "n": 3},
+        "Kick kites",
+        "Kick it",
+    ),
+    ({"type": "letter_frequency", "letter": "Z", "relation": "at most", "n": 1}, "zero", "Zig zag"),
+]
 
 
 def test_module_docstring_examples_run() -> None:

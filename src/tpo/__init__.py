@@ -1,8 +1,8 @@
 """tpo: Thought Preference Optimization (Wu et al., 2024) on Hugging Face transformers + TRL.
 
-    >>> import tpo
-    >>> config = tpo.load_config(preset="tiny")
-    >>> rows = tpo.run(config, out="runs/tiny")   # doctest: +SKIP
+>>> import tpo
+>>> config = tpo.load_config(preset="tiny")
+>>> rows = tpo.run(config, out="runs/tiny")   # doctest: +SKIP
 """
 
 from tpo.config import RunConfig, load_config

@@ -39,8 +39,13 @@ USER_ERRORS = (ConfigError, DataError, ModelLoadError, RecordError, StoreError)
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help=f"a shipped preset: {', '.join(preset_names())}")
     p.add_argument("--config", help="a YAML config file (applied over --preset if both)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set generation.num_samples=8")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set generation.num_samples=8",
+    )
 
 
 def _load(args: argparse.Namespace) -> object:
@@ -52,9 +57,11 @@ def _load(args: argparse.Namespace) -> object:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
-    out = args.out or os.path.join("runs", args.preset or (
-        os.path.splitext(os.path.basename(args.config))[0] if args.config else "embedded"
-    ))  # fmt: skip
+    out = args.out or os.path.join(
+        "runs",
+        args.preset
+        or (os.path.splitext(os.path.basename(args.config))[0] if args.config else "embedded"),
+    )
     pipeline.run(config, out)  # type: ignore[arg-type]
     return 0
 

@@ -100,9 +100,7 @@ class PromptConfig:
                 "prompt.custom_template",
                 "a custom thought prompt needs a template containing {instruction}",
             )
-            _require(
-                bool(self.response_marker), "prompt.response_marker", "required with custom"
-            )
+            _require(bool(self.response_marker), "prompt.response_marker", "required with custom")
         if self.response_marker is not None:
             _require(bool(self.response_marker.strip()), "prompt.response_marker", "empty")
 
@@ -209,7 +207,9 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    arms: list[str] = opt(["tpo", "direct"], "Arms to run: tpo (thought prompt) and/or direct.")
+    arms: list[str] = opt(  # noqa: RUF009 (opt returns a field with a default_factory)
+        ["tpo", "direct"], "Arms to run: tpo (thought prompt) and/or direct."
+    )
     iterations: int = opt(1, "Training iterations per arm (paper: 3 to 5).")
     seed: int = opt(0, "Seed for everything random.")
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -244,9 +244,7 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
     if "list[str]" in hint_s:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
-        _require(
-            isinstance(value, list) and all(isinstance(v, str) for v in value), key, "a list"
-        )
+        _require(isinstance(value, list) and all(isinstance(v, str) for v in value), key, "a list")
         return list(value)
     if hint_s.startswith("bool") or hint is bool:
         _require(isinstance(value, bool), key, f"expected true/false, got {value!r}")
@@ -382,7 +380,9 @@ def reference() -> str:
             if dataclasses.is_dataclass(hints[f.name]):
                 walk(hints[f.name], f"{prefix}{f.name}.")
                 continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            default = f.default
+            if f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
             rows.append(f"| `{prefix}{f.name}` | `{default}` | {f.metadata.get('doc', '')} |")
 
     walk(RunConfig, "")

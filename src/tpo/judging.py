@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from tpo.config import JudgeConfig
 from tpo.judges import Judge, JudgeItem
-from tpo.records import Instruction, Response, Sample, Score
+from tpo.records import Instruction, Sample, Score
 from tpo.store import append_jsonl, read_jsonl
 
 
@@ -41,7 +41,7 @@ def judge_samples(
         batch = todo[start : start + chunk]
         parsed = [s for s in batch if s.parsed_ok]
         values = judge.score(
-            [JudgeItem(instructions[s.instruction_id], Response(s.response)) for s in parsed]
+            [JudgeItem(instructions[s.instruction_id], s.response) for s in parsed]
         )
         value_of = {(s.instruction_id, s.index): v for s, v in zip(parsed, values, strict=True)}
         records = []

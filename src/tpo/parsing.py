@@ -28,7 +28,7 @@ class Parsed:
 def split_output(output: str, fmt: ThoughtFormat) -> Parsed:
     """
     >>> from tpo.prompts import ThoughtFormat
-    >>> fmt = ThoughtFormat("{instruction}", "Here is my thought process:", "Here is my response:", True)
+    >>> fmt = ThoughtFormat("{q}", "Here is my thought process:", "Here is my response:", True)
     >>> split_output("Plan it.\\nHere is my response:\\nHello!", fmt)
     Parsed(thought='Plan it.', response='Hello!', ok=True)
     >>> split_output("I forgot the marker.", fmt).ok

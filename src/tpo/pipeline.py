@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tpo.config import RunConfig
-from tpo.data import load_instructions, builtin_split
+from tpo.data import builtin_split, load_instructions
 from tpo.evaluation import eval_metrics, results_csv, results_table, score_map
 from tpo.generation import Budget
 from tpo.judging import judge_samples, make_judge
@@ -29,12 +29,28 @@ from tpo.pairs import build_pairs
 from tpo.prompts import thought_format
 from tpo.records import Instruction, Pair, Sample, Score
 from tpo.sampling import derive_seed, sample_instructions, sample_summary
-from tpo.store import RunDir, StoreError, read_json, read_jsonl, write_json, write_jsonl
-from tpo.store import atomic_write_text
+from tpo.store import (
+    RunDir,
+    StoreError,
+    atomic_write_text,
+    read_json,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
 
 
 def log(message: str) -> None:
     print(f"[tpo] {message}", file=sys.stderr, flush=True)
+
+
+def _done(run: RunDir, stage: str, arm: str, t: int, **summary: Any) -> None:
+    """Mark a stage done and print its summary on one line."""
+    run.mark_done(stage, arm, t, **summary)
+    shown = ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()
+    )
+    log(f"{arm} iter {t} {stage}: {shown}")
 
 
 class Models:
@@ -149,7 +165,7 @@ def generate(run: RunDir, models: Models, arm: str, iteration: int) -> None:
         (run.config.seed, "generate", arm, iteration),
         desc=f"{arm} iter {iteration} generate",
     )
-    run.mark_done("generate", arm, iteration, **sample_summary(samples))
+    _done(run, "generate", arm, iteration, **sample_summary(samples))
 
 
 def judge(run: RunDir, arm: str, iteration: int, eval_stage: bool = False) -> list[Score]:
@@ -172,7 +188,7 @@ def judge_stage(run: RunDir, arm: str, iteration: int) -> None:
     scores = judge(run, arm, iteration)
     failed = sum(s.value is None for s in scores)
     mean = sum(s.value or 0.0 for s in scores) / max(len(scores), 1)
-    run.mark_done("judge", arm, iteration, scores=len(scores), failed=failed, mean_score=mean)
+    _done(run, "judge", arm, iteration, scores=len(scores), failed=failed, mean_score=mean)
 
 
 def pairs(run: RunDir, arm: str, iteration: int) -> None:
@@ -186,10 +202,15 @@ def pairs(run: RunDir, arm: str, iteration: int) -> None:
     write_jsonl(d / "pairs.jsonl", (x.to_dict() for x in built))
     chosen = sum(x.chosen_chars for x in built) / max(len(built), 1)
     rejected = sum(x.rejected_chars for x in built) / max(len(built), 1)
-    run.mark_done(
-        "pairs", arm, iteration, **stats.as_dict(), mean_chosen_chars=chosen,
+    _done(
+        run,
+        "pairs",
+        arm,
+        iteration,
+        **stats.as_dict(),
+        mean_chosen_chars=chosen,
         mean_rejected_chars=rejected,
-    )  # fmt: skip
+    )
 
 
 def train(run: RunDir, models: Models, arm: str, iteration: int) -> None:
@@ -201,15 +222,19 @@ def train(run: RunDir, models: Models, arm: str, iteration: int) -> None:
     built = read_jsonl(d / "pairs.jsonl", Pair.from_dict)
     if not built:
         log(f"{arm} iteration {iteration}: no pairs formed; the model is carried over untrained")
-        run.mark_done("train", arm, iteration, skipped="no pairs", pairs=0)
+        _done(run, "train", arm, iteration, skipped="no pairs", pairs=0)
         return
     start = model_path(run, arm, iteration - 1)
     models.release()  # training loads its own copy
     summary = train_dpo(
-        built, start, run.config.model, run.config.train, d / "model",
+        built,
+        start,
+        run.config.model,
+        run.config.train,
+        d / "model",
         derive_seed(run.config.seed, "train", arm, iteration),
-    )  # fmt: skip
-    run.mark_done("train", arm, iteration, **summary)
+    )
+    _done(run, "train", arm, iteration, **summary)
 
 
 def evaluate(run: RunDir, models: Models, arm: str, iteration: int) -> dict[str, Any]:
@@ -220,10 +245,20 @@ def evaluate(run: RunDir, models: Models, arm: str, iteration: int) -> dict[str,
     generator, tokenizer = models.generator(model_path(run, arm, iteration), e.batch_size)
     heldout = heldout_instructions(run)
     samples = sample_instructions(
-        d / "eval_samples.jsonl", heldout, 1, arm, thought_format(arm, run.config.prompt),
-        tokenizer, generator, _budget(run), e.temperature, e.top_p, e.batch_size, (run.config.seed, "eval", arm, iteration),
+        d / "eval_samples.jsonl",
+        heldout,
+        1,
+        arm,
+        thought_format(arm, run.config.prompt),
+        tokenizer,
+        generator,
+        _budget(run),
+        e.temperature,
+        e.top_p,
+        e.batch_size,
+        (run.config.seed, "eval", arm, iteration),
         desc=f"{arm} iter {iteration} eval",
-    )  # fmt: skip
+    )
     scores = judge(run, arm, iteration, eval_stage=True)
     baseline = None
     if (arm, iteration) != ("direct", 0):
@@ -233,7 +268,13 @@ def evaluate(run: RunDir, models: Models, arm: str, iteration: int) -> dict[str,
     if (arm, iteration) == ("direct", 0):
         metrics["win_rate"] = 0.5
     write_json(d / "eval.json", metrics)
-    run.mark_done("eval", arm, iteration, mean_score=metrics["mean_score"])
+    _done(
+        run,
+        "eval",
+        arm,
+        iteration,
+        **{k: metrics[k] for k in ("mean_score", "pass_rate", "win_rate", "natural_parse_rate")},
+    )
     return metrics
 
 

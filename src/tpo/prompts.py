@@ -18,8 +18,8 @@ from tpo.config import PromptConfig
 
 GENERIC = (
     "Respond to the user's query below. Before you answer, think it over in private: write "
-    "your thought process after the line \"Here is my thought process:\", then write the answer "
-    "the user will see after the line \"Here is my response:\". Only the response is shown to "
+    'your thought process after the line "Here is my thought process:", then write the answer '
+    'the user will see after the line "Here is my response:". Only the response is shown to '
     "the user, so it must stand on its own and follow every instruction in the query.\n\n"
     "Query: {instruction}"
 )
@@ -28,7 +28,7 @@ SPECIFIC = (
     "Respond to the user's query below. First think in private: write a draft response, then "
     "evaluate the draft critically (is it correct, complete, does it follow every instruction "
     "in the query?). After your thoughts, write the final response the user will see after "
-    "the line \"<R>\". Only the final response is shown to the user.\n\n"
+    'the line "<R>". Only the final response is shown to the user.\n\n'
     "Query: {instruction}"
 )
 

@@ -76,7 +76,7 @@ class Sample:
     prompt: str
     output: str
     thought: str
-    response: str
+    response: Response
     parsed_ok: bool
     forced: bool
     thought_chars: int

@@ -28,9 +28,15 @@ def derive_seed(*parts: object) -> int:
 
 
 def make_sample(
-    instruction_id: str, index: int, arm: str, prompt: str, output: str, forced: bool,
-    tokens: int, fmt: ThoughtFormat,
-) -> Sample:  # fmt: skip
+    instruction_id: str,
+    index: int,
+    arm: str,
+    prompt: str,
+    output: str,
+    forced: bool,
+    tokens: int,
+    fmt: ThoughtFormat,
+) -> Sample:
     parsed = split_output(output, fmt)
     return Sample(
         instruction_id=instruction_id,

@@ -162,7 +162,9 @@ class RunDir:
 
     @staticmethod
     def stage_key(stage: str, arm: str | None = None, iteration: int | None = None) -> str:
-        return "/".join(str(p) for p in (arm, None if iteration is None else f"iter_{iteration}", stage) if p)
+        return "/".join(
+            str(p) for p in (arm, None if iteration is None else f"iter_{iteration}", stage) if p
+        )
 
     def is_done(self, stage: str, arm: str | None = None, iteration: int | None = None) -> bool:
         return self.stage_key(stage, arm, iteration) in self.manifest()["done"]

@@ -98,12 +98,12 @@ def train_dpo(
         peft_config=peft_config,
     )
     result = trainer.train()
-    trained = trainer.model
+    trained: Any = trainer.model
     if cfg.method == "lora":
-        trained = trained.merge_and_unload()  # type: ignore[operator]
+        trained = trained.merge_and_unload()
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    trained.save_pretrained(partial)  # type: ignore[operator]
+    trained.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     shutil.rmtree(out_dir, ignore_errors=True)
     partial.rename(out_dir)

@@ -259,12 +259,19 @@ WEIGHTS: dict[str, int] = {
 
 # Types that only make sense for some tasks (bullets in a poem would be odd).
 ONLY_FOR: dict[str, tuple[str, ...]] = {
-    "bullets": ("explanation", "tips", "email", "product_description", "advice", "comparison",
-                "summary"),
+    "bullets": (
+        "explanation",
+        "tips",
+        "email",
+        "product_description",
+        "advice",
+        "comparison",
+        "summary",
+    ),
     "placeholders": ("email", "letter", "product_description"),
     "postscript": ("email", "letter", "advice"),
     "json_format": ("tips", "product_description", "comparison"),
-}  # fmt: skip
+}
 
 _JSON_FRIENDLY = ("json_format", "keywords_include", "keywords_exclude", "word_count")
 INCOMPATIBLE: tuple[tuple[str, str], ...] = (
@@ -272,10 +279,12 @@ INCOMPATIBLE: tuple[tuple[str, str], ...] = (
     ("bullets", "paragraphs"),
     ("ends_with", "postscript"),
     ("starts_with", "title"),
-    *(("quotation", other) for other in ("starts_with", "ends_with", "postscript", "bullets",
-                                         "title")),
+    *(
+        ("quotation", other)
+        for other in ("starts_with", "ends_with", "postscript", "bullets", "title")
+    ),
     *(("json_format", other) for other in WEIGHTS if other not in _JSON_FRIENDLY),
-)  # fmt: skip
+)
 
 ENDINGS = (
     "Is there anything else I can help with?",

@@ -40,7 +40,9 @@ def win_rate(ours: Mapping[str, float], theirs: Mapping[str, float]) -> float | 
     common = sorted(set(ours) & set(theirs))
     if not common:
         return None
-    points = sum(1.0 if ours[i] > theirs[i] else 0.5 if ours[i] == theirs[i] else 0.0 for i in common)
+    points = sum(
+        1.0 if ours[i] > theirs[i] else 0.5 if ours[i] == theirs[i] else 0.0 for i in common
+    )
     return points / len(common)
 
 
@@ -74,8 +76,18 @@ def _fmt(value: Any) -> str:
 def results_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A plain-text arm x iteration table, like the paper's iteration table."""
     cols = ["arm", "iter", *METRICS, "train_pairs"]
-    heads = ["arm", "iter", "score", "pass", "win_vs_seed", "parse_fail", "natural_parse",
-             "thought_ch", "response_ch", "pairs"]  # fmt: skip
+    heads = [
+        "arm",
+        "iter",
+        "score",
+        "pass",
+        "win_vs_seed",
+        "parse_fail",
+        "natural_parse",
+        "thought_ch",
+        "response_ch",
+        "pairs",
+    ]
     body = [[_fmt(r.get(c if c != "iter" else "iteration")) for c in cols] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(heads)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(heads, widths, strict=True))]

@@ -70,7 +70,8 @@ def generate_outputs(
     if not fmt.thinking or budget.thought_budget is None:
         params = SamplingParams(temperature, top_p, budget.max_new_tokens)
         return [
-            Generated(c.text, False, c.num_tokens) for c in generator.generate(prompts, params, seed)
+            Generated(c.text, False, c.num_tokens)
+            for c in generator.generate(prompts, params, seed)
         ]
     first = generator.generate(
         prompts, SamplingParams(temperature, top_p, budget.thought_budget), seed
@@ -99,6 +100,4 @@ def generate_outputs(
         for i, c in zip(todo, second, strict=True):
             tails[i] = c.text
             tokens[i] += c.num_tokens
-    return [
-        Generated(heads[i] + tails[i], forced[i], tokens[i]) for i in range(len(prompts))
-    ]
+    return [Generated(heads[i] + tails[i], forced[i], tokens[i]) for i in range(len(prompts))]
