@@ -39,6 +39,11 @@ def test_overrides_are_typed_and_nested():
     assert cfg.arms == ["tpo"]
     assert cfg.generation.thought_budget is None
     assert parse_override("a.b.c=1") == {"a": {"b": {"c": 1}}}
+    # YAML 1.1 reads 2e-4 as a string; float fields accept it
+    assert (
+        load_config(preset="tiny", overrides=["train.learning_rate=2e-4"]).train.learning_rate
+        == 2e-4
+    )
 
 
 @pytest.mark.parametrize(

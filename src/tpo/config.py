@@ -9,6 +9,7 @@ Values are checked in `__post_init__`, where they are defined, and every error n
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
@@ -257,6 +258,9 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
         )
         return value
     if "float" in hint_s:
+        if isinstance(value, str):  # YAML 1.1 reads "2e-4" (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
         _require(
             isinstance(value, int | float) and not isinstance(value, bool),
             key,

@@ -1,9 +1,9 @@
 """Train M_t on its own preference pairs with DPO (TRL's stable `DPOTrainer`), giving M_{t+1}.
 
-The reference model is M_t itself: with a full fine-tune TRL precomputes the reference
-log-probs once before training (so no second copy of the model is kept); with LoRA the
-reference is the base with the adapter switched off, and the adapter is merged before saving,
-so every iteration's checkpoint is a plain Hugging Face model the next iteration can load.
+The reference model is M_t itself, and TRL precomputes its log-probs once before training,
+so no second copy is kept and no step pays a second forward pass (with LoRA, computing them
+per step with the adapter switched off made steps ~1.4x slower here). LoRA adapters are merged
+before saving, so every iteration's checkpoint is a plain Hugging Face model.
 The optional NLL term is TRL's `loss_type=["sigmoid", "sft"]` with `loss_weights=[1, w]`.
 
 TRL's defaults `bf16=True` and `gradient_checkpointing=True` are always set explicitly from
@@ -45,7 +45,7 @@ def _dpo_args(cfg: TrainConfig, out: Path, seed: int, device: str) -> Any:
         max_length=cfg.max_length,
         bf16=cfg.bf16,
         gradient_checkpointing=cfg.gradient_checkpointing,
-        precompute_ref_log_probs=cfg.method == "full",
+        precompute_ref_log_probs=True,
         logging_steps=1,
         save_strategy="no",
         report_to="none",

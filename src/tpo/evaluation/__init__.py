@@ -10,20 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tpo.records import Sample, Score
-
-METRICS = (
-    "mean_score",
-    "pass_rate",
-    "win_rate",
-    "parse_failure_rate",
-    "natural_parse_rate",
-    "mean_thought_chars",
-    "mean_response_chars",
-)
 
 
 def score_map(scores: Sequence[Score]) -> dict[str, float]:
@@ -46,6 +37,19 @@ def win_rate(ours: Mapping[str, float], theirs: Mapping[str, float]) -> float | 
     return points / len(common)
 
 
+def standard_error(values: Sequence[float]) -> float | None:
+    """Standard error of the mean (sample std / sqrt(n)); None below 2 values.
+
+    >>> standard_error([0.0, 1.0])
+    0.5
+    """
+    n = len(values)
+    if n < 2:
+        return None
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
 def eval_metrics(
     samples: Sequence[Sample], scores: Sequence[Score], baseline: Mapping[str, float] | None
 ) -> dict[str, Any]:
@@ -55,6 +59,7 @@ def eval_metrics(
     return {
         "n": len(samples),
         "mean_score": sum(vals) / max(len(vals), 1),
+        "score_se": standard_error(vals),
         "pass_rate": sum(v >= 1.0 for v in vals) / max(len(vals), 1),
         "win_rate": win_rate(values, baseline) if baseline is not None else None,
         "parse_failure_rate": sum(not s.parsed_ok for s in samples) / n,
@@ -73,22 +78,25 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+COLUMNS = (  # (results key, table heading)
+    ("arm", "arm"),
+    ("iteration", "iter"),
+    ("mean_score", "score"),
+    ("score_se", "±se"),
+    ("pass_rate", "pass"),
+    ("win_rate", "win_vs_seed"),
+    ("parse_failure_rate", "parse_fail"),
+    ("natural_parse_rate", "natural_parse"),
+    ("mean_thought_chars", "thought_ch"),
+    ("mean_response_chars", "response_ch"),
+    ("train_pairs", "pairs"),
+)
+
+
 def results_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A plain-text arm x iteration table, like the paper's iteration table."""
-    cols = ["arm", "iter", *METRICS, "train_pairs"]
-    heads = [
-        "arm",
-        "iter",
-        "score",
-        "pass",
-        "win_vs_seed",
-        "parse_fail",
-        "natural_parse",
-        "thought_ch",
-        "response_ch",
-        "pairs",
-    ]
-    body = [[_fmt(r.get(c if c != "iter" else "iteration")) for c in cols] for r in rows]
+    heads = [h for _, h in COLUMNS]
+    body = [[_fmt(r.get(key)) for key, _ in COLUMNS] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(heads)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(heads, widths, strict=True))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(b, widths, strict=True)) for b in body]
