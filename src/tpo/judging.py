@@ -26,6 +26,20 @@ def make_judge(cfg: JudgeConfig) -> Judge:
     return judges[cfg.type]()  # type: ignore[no-any-return]
 
 
+def _chunks_by_instruction(samples: Sequence[Sample], size: int) -> list[list[Sample]]:
+    """Chunks of about `size` samples that never split one instruction's samples, so a judge
+    that compares the K responses of a prompt (pairwise) always gets them in one call."""
+    groups: dict[str, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault(s.instruction_id, []).append(s)
+    chunks: list[list[Sample]] = [[]]
+    for group in groups.values():
+        if chunks[-1] and len(chunks[-1]) + len(group) > size:
+            chunks.append([])
+        chunks[-1].extend(group)
+    return [c for c in chunks if c]
+
+
 def judge_samples(
     path: Path,
     samples: Sequence[Sample],
@@ -37,8 +51,7 @@ def judge_samples(
     done = {(s.instruction_id, s.index) for s in read_jsonl(path, Score.from_dict, repair=True)}
     todo = [s for s in samples if (s.instruction_id, s.index) not in done]
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=desc, unit="sample")
-    for start in range(0, len(todo), chunk):
-        batch = todo[start : start + chunk]
+    for batch in _chunks_by_instruction(todo, chunk):
         parsed = [s for s in batch if s.parsed_ok]
         values = judge.score(
             [JudgeItem(instructions[s.instruction_id], s.response) for s in parsed]

@@ -21,7 +21,11 @@ class JudgeItem:
 
 
 class Judge(Protocol):
-    """Pointwise judge: one score per (instruction, response)."""
+    """One score per (instruction, response); None where the judge failed.
+
+    The judge stage passes all judgeable responses of one instruction in the same call, so a
+    judge that compares responses with each other (pairwise + Bradley-Terry) can group by
+    `item.instruction.id` inside `score`."""
 
     @property
     def name(self) -> str: ...
