@@ -94,3 +94,11 @@ def test_forcing_on_a_real_model_marks_forced_outputs(tiny):
     outs = generate_outputs(gen, prompts, FMT, Budget(5, 5, 10), 1.0, 1.0, seed=0)
     for o in outs:  # a random model never writes the marker, so every output is forced
         assert o.forced and MARK in o.output and 6 <= o.num_tokens <= 10
+
+
+def test_forced_thought_is_cut_back_to_its_last_finished_sentence():
+    first = [Completion("Plan the answer carefully.\nThen write it in lowerc", False, 10)]
+    gen = Scripted(first, [Completion("ok", True, 1)])
+    outs = generate_outputs(gen, ["p"], FMT, Budget(10, 5, 50), 0.8, 0.95, seed=0)
+    assert outs[0].output == f"Plan the answer carefully.\n{MARK}\nok"
+    assert gen.calls[1][0] == [f"pPlan the answer carefully.\n{MARK}\n"]

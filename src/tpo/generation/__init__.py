@@ -7,8 +7,9 @@ text:
 Budget forcing (`thought_budget`). Small seed models rarely write the response marker on their
 own (SmolLM2-135M-Instruct: 1 in 80 samples), so with the paper's rule almost no pairs form.
 Phase 1 lets the model think for at most `thought_budget` tokens. An output that wrote the
-marker itself is left alone (continued if it was cut by the budget); one that did not gets
-"\\n<marker>\\n" appended and is continued for `response_max_tokens` as phase 2. Forced
+marker itself is left alone (continued if it was cut by the budget); one that did not is cut
+back to its last finished sentence (`trim_thought`), gets "\\n<marker>\\n" appended and is
+continued for `response_max_tokens` as phase 2. Forced
 outputs are recorded as such, so the natural parse rate stays visible. `thought_budget: null`
 turns it off: one call of `max_new_tokens`, exactly the paper's behaviour.
 """
@@ -57,6 +58,23 @@ class Budget:
     max_new_tokens: int
 
 
+def trim_thought(text: str) -> str:
+    r"""Cut a thought stopped by the budget back to its last finished sentence or line, when
+    that keeps at least half of it, so the forced marker follows a complete thought (what
+    the model should learn to do) rather than half a word.
+
+    >>> trim_thought("The user wants a short poem that rhymes.\nMaybe about cats and")
+    'The user wants a short poem that rhymes.'
+    >>> trim_thought("Short. And then a long unfinished thought without any end")
+    'Short. And then a long unfinished thought without any end'
+    """
+    text = text.rstrip()
+    cut = max(text.rfind(end) for end in (". ", "! ", "? ", "\n"))
+    if text.endswith((".", "!", "?")) or cut < len(text) // 2:
+        return text
+    return text[: cut + 1].rstrip()
+
+
 def generate_outputs(
     generator: Generator,
     prompts: Sequence[str],
@@ -86,7 +104,7 @@ def generate_outputs(
             if not c.finished:
                 todo.append(i)
         else:
-            heads.append(c.text.rstrip() + "\n" + fmt.response_marker + "\n")
+            heads.append(trim_thought(c.text) + "\n" + fmt.response_marker + "\n")
             forced.append(True)
             todo.append(i)
     tails = {i: "" for i in range(len(prompts))}
