@@ -3,7 +3,9 @@
 Each model answers every held-out instruction once (greedy by default); the judge scores the
 responses. An output that fails to parse has no response to show a user, so it scores 0.
 Win rate is against the seed model's direct responses (the `direct/iter_0` evaluation) on the
-same instructions: win 1, tie 0.5, loss 0.
+same instructions: win 1, tie 0.5, loss 0. Pairwise judging in both orders, head-to-head
+between arms, length-controlled win rates, categories, math and exports live in the modules
+next to this one (`winrate`, `lc`, `categories`, `math_eval`, `export`, `suite`).
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ COLUMNS = (  # (results key, table heading)
     ("score_se", "±se"),
     ("pass_rate", "pass"),
     ("win_rate", "win_vs_seed"),
+    ("h2h_vs_direct", "tpo_vs_direct"),
+    ("math_accuracy", "math"),
     ("parse_failure_rate", "parse_fail"),
     ("natural_parse_rate", "natural_parse"),
     ("mean_thought_chars", "thought_ch"),
@@ -93,10 +97,19 @@ COLUMNS = (  # (results key, table heading)
 )
 
 
+OPTIONAL = ("h2h_vs_direct", "math_accuracy")
+
+
 def results_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A plain-text arm x iteration table, like the paper's iteration table."""
-    heads = [h for _, h in COLUMNS]
-    body = [[_fmt(r.get(key)) for key, _ in COLUMNS] for r in rows]
+    """A plain-text arm x iteration table, like the paper's iteration table. Columns of the
+    evaluation suite that no row has (head-to-head, math) are left out."""
+    columns = [
+        (key, head)
+        for key, head in COLUMNS
+        if key not in OPTIONAL or any(r.get(key) is not None for r in rows)
+    ]
+    heads = [h for _, h in columns]
+    body = [[_fmt(r.get(key)) for key, _ in columns] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(heads)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(heads, widths, strict=True))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(b, widths, strict=True)) for b in body]
@@ -104,10 +117,16 @@ def results_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def results_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The results rows as CSV, columns in the table's order.
+
+    >>> results_csv([{"win_rate": 0.5, "iteration": 0, "arm": "direct", "extra": 1}]).split()[0]
+    'arm,iteration,win_rate,extra'
+    """
     if not rows:
         return ""
-    keys = list(rows[0])
-    for r in rows[1:]:
+    # the table's columns first, in its order; then whatever else the rows carry
+    keys = [k for k, _ in COLUMNS if any(k in r for r in rows)]
+    for r in rows:
         keys += [k for k in r if k not in keys]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys)
