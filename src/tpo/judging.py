@@ -1,29 +1,131 @@
 """Judge stage: samples -> scores.jsonl, one score per sample, the response only.
 
 Outputs that failed to parse are not sent to the judge: they get a null score with the error
-"parse_failure" (the pairs stage uses them as rejected samples). Scores are appended in chunks,
-so a killed judge stage resumes without judging twice.
+"parse_failure" (the pairs stage uses them as rejected samples). Scores are appended in chunks
+that never split one instruction's samples, so a killed judge stage resumes without judging
+twice. On resume, an instruction whose scores are incomplete (a cut-off last chunk) or hold a
+judge failure is judged again as a whole: a pairwise judge's scores only mean something
+together, and a failed call deserves another try. The judge cache makes the repeat free.
+
+If every judge call of the stage so far has failed (endpoint down, wrong URL), the stage stops
+with a one-line `JudgeError` after writing what it has; rerunning resumes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from tpo.config import JudgeConfig
-from tpo.judges import Judge, JudgeItem
+from tpo.judges import Judge, JudgeError, JudgeItem, JudgeStats
+from tpo.judges.cache import JudgeCache
 from tpo.records import Instruction, Sample, Score
-from tpo.store import append_jsonl, read_jsonl
+from tpo.store import append_jsonl, read_jsonl, write_jsonl
+
+JUDGE_FAILED = "judge_failed"
+CACHE_FILE = "judge_cache.sqlite"
 
 
-def make_judge(cfg: JudgeConfig) -> Judge:
+def _verifier(cfg: JudgeConfig, cache: JudgeCache | None, seed: int) -> Judge:
     from tpo.judges.verifier import VerifierJudge
 
-    judges: dict[str, type[Any]] = {"verifier": VerifierJudge}
-    return judges[cfg.type]()  # type: ignore[no-any-return]
+    return VerifierJudge()
+
+
+def _math(cfg: JudgeConfig, cache: JudgeCache | None, seed: int) -> Judge:
+    from tpo.judges.math import MathJudge
+
+    return MathJudge()
+
+
+def _reward_model(cfg: JudgeConfig, cache: JudgeCache | None, seed: int) -> Judge:
+    from tpo.judges.reward_model import RewardModelJudge
+
+    assert cfg.model is not None  # checked by JudgeConfig
+    return RewardModelJudge(
+        cfg.model,
+        cfg.batch_size,
+        cfg.max_length,
+        cfg.dtype,
+        cfg.device,
+        cfg.trust_remote_code,
+        cache,
+    )
+
+
+def make_backend(cfg: JudgeConfig) -> Any:
+    """The LLM backend of a pairwise or pointwise judge."""
+    from tpo.judges.backends import LocalLLM, openai_backend
+
+    assert cfg.model is not None  # checked by JudgeConfig
+    if cfg.backend == "openai":
+        return openai_backend(
+            cfg.base_url,
+            cfg.model,
+            cfg.api_key_env,
+            concurrency=cfg.concurrency,
+            max_retries=cfg.max_retries,
+            timeout_s=cfg.timeout_s,
+            retry_backoff_s=cfg.retry_backoff_s,
+            max_new_tokens=cfg.max_new_tokens,
+        )
+    return LocalLLM(
+        cfg.model, cfg.dtype, cfg.device, cfg.batch_size, cfg.max_new_tokens, cfg.trust_remote_code
+    )
+
+
+def _pairwise(cfg: JudgeConfig, cache: JudgeCache | None, seed: int) -> Judge:
+    from tpo.judges.llm import PairwiseJudge
+
+    return PairwiseJudge(make_backend(cfg), cache, cfg.pairs_per_sample, seed)
+
+
+def _pointwise(cfg: JudgeConfig, cache: JudgeCache | None, seed: int) -> Judge:
+    from tpo.judges.llm import PointwiseJudge
+
+    return PointwiseJudge(make_backend(cfg), cache)
+
+
+JUDGES: dict[str, Callable[[JudgeConfig, JudgeCache | None, int], Judge]] = {
+    "verifier": _verifier,
+    "math": _math,
+    "reward_model": _reward_model,
+    "pairwise": _pairwise,
+    "pointwise": _pointwise,
+}
+CACHED = ("reward_model", "pairwise", "pointwise")  # the rule judges are free to rerun
+
+
+def make_judge(cfg: JudgeConfig, run_root: Path | None = None, seed: int = 0) -> Judge:
+    """The configured judge; its cache is `cfg.cache_path`, else judge_cache.sqlite in
+    `run_root` (shared by both arms), else none."""
+    cache = None
+    path = cfg.cache_path or (run_root / CACHE_FILE if run_root is not None else None)
+    if cfg.cache and cfg.type in CACHED and path is not None:
+        cache = JudgeCache(path)
+    return JUDGES[cfg.type](cfg, cache, seed)
+
+
+def judge_summary(stats: JudgeStats, seconds: float) -> dict[str, Any]:
+    """What the stage log and manifest show about the judge's work."""
+    out: dict[str, Any] = {
+        "calls": stats.calls,
+        "cached": stats.cached,
+        "call_failures": stats.failed,
+        "ties": stats.ties,
+        "judge_seconds": round(seconds, 2),
+    }
+    if stats.retries:
+        out["retries"] = stats.retries
+    if stats.unparsed:
+        out["unparsed"] = stats.unparsed
+    if stats.last_error:
+        out["last_error"] = stats.last_error[:200]
+    return out
 
 
 def _chunks_by_instruction(samples: Sequence[Sample], size: int) -> list[list[Sample]]:
@@ -40,6 +142,44 @@ def _chunks_by_instruction(samples: Sequence[Sample], size: int) -> list[list[Sa
     return [c for c in chunks if c]
 
 
+def _standing_scores(path: Path, samples: Sequence[Sample]) -> set[tuple[str, int]]:
+    """Keys of the scores already written that stand. Scores of an instruction with a missing
+    sample or a judge failure are dropped from the file (rewritten atomically)."""
+    existing = read_jsonl(path, Score.from_dict, repair=True)
+    wanted: dict[str, set[int]] = {}
+    for s in samples:
+        wanted.setdefault(s.instruction_id, set()).add(s.index)
+    written: dict[str, set[int]] = {}
+    redo: set[str] = set()
+    for sc in existing:
+        written.setdefault(sc.instruction_id, set()).add(sc.index)
+        if sc.error == JUDGE_FAILED:
+            redo.add(sc.instruction_id)
+    redo |= {iid for iid, have in written.items() if iid in wanted and not wanted[iid] <= have}
+    redo &= set(wanted)
+    if redo:
+        existing = [sc for sc in existing if sc.instruction_id not in redo]
+        write_jsonl(path, (sc.to_dict() for sc in existing))
+    return {(sc.instruction_id, sc.index) for sc in existing}
+
+
+def _judge_chunk(
+    batch: Sequence[Sample], instructions: Mapping[str, Instruction], judge: Judge
+) -> list[Score]:
+    parsed = [s for s in batch if s.parsed_ok]
+    values = judge.score([JudgeItem(instructions[s.instruction_id], s.response) for s in parsed])
+    value_of = {(s.instruction_id, s.index): v for s, v in zip(parsed, values, strict=True)}
+    records = []
+    for s in batch:
+        if not s.parsed_ok:
+            records.append(Score(s.instruction_id, s.index, judge.name, None, "parse_failure"))
+        else:
+            v = value_of[(s.instruction_id, s.index)]
+            error = None if v is not None else JUDGE_FAILED
+            records.append(Score(s.instruction_id, s.index, judge.name, v, error))
+    return records
+
+
 def judge_samples(
     path: Path,
     samples: Sequence[Sample],
@@ -48,28 +188,38 @@ def judge_samples(
     chunk: int = 64,
     desc: str = "judge",
 ) -> list[Score]:
-    done = {(s.instruction_id, s.index) for s in read_jsonl(path, Score.from_dict, repair=True)}
+    done = _standing_scores(path, samples)
     todo = [s for s in samples if (s.instruction_id, s.index) not in done]
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=desc, unit="sample")
-    for batch in _chunks_by_instruction(todo, chunk):
-        parsed = [s for s in batch if s.parsed_ok]
-        values = judge.score(
-            [JudgeItem(instructions[s.instruction_id], s.response) for s in parsed]
-        )
-        value_of = {(s.instruction_id, s.index): v for s, v in zip(parsed, values, strict=True)}
-        records = []
-        for s in batch:
-            key = (s.instruction_id, s.index)
-            if not s.parsed_ok:
-                records.append(Score(s.instruction_id, s.index, judge.name, None, "parse_failure"))
-            else:
-                v = value_of[key]
-                error = None if v is not None else "judge_failed"
-                records.append(Score(s.instruction_id, s.index, judge.name, v, error))
-        append_jsonl(path, (r.to_dict() for r in records))
-        bar.update(len(batch))
-    bar.close()
+    try:
+        for batch in _chunks_by_instruction(todo, chunk):
+            append_jsonl(path, (r.to_dict() for r in _judge_chunk(batch, instructions, judge)))
+            bar.update(len(batch))
+            stats = judge.stats
+            if stats.calls and stats.failed == stats.calls:
+                raise JudgeError(
+                    f"all {stats.calls} calls of judge {judge.name} failed (last: "
+                    f"{stats.last_error}); scores so far are in {path}; rerun to resume"
+                )
+    finally:
+        bar.close()  # so an error message starts on its own line
     wanted = {(s.instruction_id, s.index) for s in samples}
     return [
         sc for sc in read_jsonl(path, Score.from_dict) if (sc.instruction_id, sc.index) in wanted
     ]
+
+
+def run_judge(
+    path: Path,
+    samples: Sequence[Sample],
+    instructions: Mapping[str, Instruction],
+    cfg: JudgeConfig,
+    run_root: Path | None = None,
+    seed: int = 0,
+    desc: str = "judge",
+) -> tuple[list[Score], dict[str, Any]]:
+    """Build the configured judge, score the samples, and say what the judge did."""
+    judge = make_judge(cfg, run_root, seed)
+    start = time.perf_counter()
+    scores = judge_samples(path, samples, instructions, judge, desc=desc)
+    return scores, judge_summary(judge.stats, time.perf_counter() - start)

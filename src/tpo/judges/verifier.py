@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tpo.judges import JudgeItem
+from tpo.judges import JudgeItem, JudgeStats
 
 Check = Callable[[str, dict[str, Any]], bool]
 
@@ -391,6 +391,9 @@ class VerifierJudge:
     An instruction without constraints cannot be judged by rules, so it scores None, which the
     pipeline treats like any judge failure. An invalid constraint raises `ValueError` instead:
     that is a bad data file (validated at load time), not a bad response."""
+
+    def __init__(self) -> None:
+        self.stats = JudgeStats()
 
     @property
     def name(self) -> str:

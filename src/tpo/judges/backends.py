@@ -1,0 +1,252 @@
+"""Where an LLM judge's answers come from: a local transformers model or any OpenAI-compatible
+HTTP endpoint (vLLM, SGLang, llama.cpp server, OpenAI itself).
+
+Both continue chat conversations greedily and return one `Reply` per conversation: the text,
+or None and an error. A backend never raises for one bad call; a judge counts a failed
+comparison as a tie and a failed score as a null, and the run goes on. It raises `JudgeError`
+only when no call can succeed: a refused key (401/403) or an unknown model or URL (404).
+
+The HTTP client retries timeouts, connection errors, 408, 429 and 5xx with exponential backoff
+(`retry_backoff_s`, doubling; a server's Retry-After is honoured up to a minute) and runs up to
+`concurrency` requests at once on threads: judge calls are I/O-bound and few enough per stage
+that threads are simpler than asyncio and need no event loop in the pipeline. It speaks the
+chat-completions JSON directly through httpx2 (already required by huggingface_hub) instead of
+the `openai` package, so the API judges add no dependency.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx2 as httpx
+
+from tpo.judges import JudgeError
+
+Messages = list[dict[str, str]]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+FATAL_STATUS = {
+    401: "the API key was refused",
+    403: "access denied for this key",
+    404: "not found; check judge.base_url and judge.model",
+}
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str | None  # None: the call failed
+    error: str | None = None
+    attempts: int = 1
+
+
+class LLMBackend(Protocol):
+    @property
+    def identity(self) -> str:
+        """What determines the answers (model, endpoint, length limit): part of cache keys."""
+        ...
+
+    @property
+    def chunk_size(self) -> int:
+        """Conversations per `complete` call that keep the backend busy; judges cache answers
+        after each call, so a crash loses at most one chunk."""
+        ...
+
+    def complete(self, conversations: Sequence[Messages]) -> list[Reply]: ...
+
+
+def _resolve_dtype(dtype: str, device: str) -> str:
+    return ("bfloat16" if device == "cuda" else "float32") if dtype == "auto" else dtype
+
+
+class LocalLLM:
+    """A transformers causal LM with its own chat template, greedy; loaded on first use, so a
+    fully cached rerun never loads it."""
+
+    def __init__(
+        self,
+        model: str,
+        dtype: str = "auto",
+        device: str = "auto",
+        batch_size: int = 8,
+        max_new_tokens: int = 512,
+        trust_remote_code: bool = False,
+    ):
+        self.model = model
+        self.dtype = dtype
+        self.device = device
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.trust_remote_code = trust_remote_code
+        self._generator: Any = None
+
+    @property
+    def identity(self) -> str:
+        return f"local:{self.model}:max_new_tokens={self.max_new_tokens}"
+
+    @property
+    def chunk_size(self) -> int:
+        return 4 * self.batch_size
+
+    def _load(self) -> Any:
+        if self._generator is None:
+            from tpo.generation.hf import HFGenerator
+            from tpo.models import load_model, load_tokenizer, pick_device
+
+            device = pick_device(self.device)
+            tokenizer = load_tokenizer(self.model, self.trust_remote_code)
+            model = load_model(
+                self.model, _resolve_dtype(self.dtype, device), device, self.trust_remote_code
+            )
+            self._generator = HFGenerator(model, tokenizer, self.batch_size, progress=False)
+        return self._generator
+
+    def complete(self, conversations: Sequence[Messages]) -> list[Reply]:
+        import torch
+
+        from tpo.generation import SamplingParams
+
+        generator = self._load()
+        prompts = [
+            generator.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+            for c in conversations
+        ]
+        try:
+            done = generator.generate(prompts, SamplingParams(0.0, 1.0, self.max_new_tokens), 0)
+        except torch.cuda.OutOfMemoryError:
+            raise JudgeError(
+                f"judge model {self.model} ran out of GPU memory; lower judge.batch_size"
+            ) from None
+        return [Reply(c.text) for c in done]
+
+
+def _snippet(text: str, limit: int = 200) -> str:
+    line = " ".join(text.split())
+    return line[:limit] + ("..." if len(line) > limit else "")
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return min(max(float(response.headers.get("retry-after", 0)), 0.0), 60.0)
+    except ValueError:  # an HTTP date; rare, fall back to our own backoff
+        return 0.0
+
+
+class OpenAICompatible:
+    """POST {base_url}/chat/completions, temperature 0, with retries and a concurrency limit."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        concurrency: int = 8,
+        max_retries: int = 4,
+        timeout_s: float = 60.0,
+        retry_backoff_s: float = 1.0,
+        max_new_tokens: int = 512,
+        key_env: str | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.key_env = key_env
+        self.model = model
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.timeout_s = timeout_s
+        self.retry_backoff_s = retry_backoff_s
+        self.max_new_tokens = max_new_tokens
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout_s,
+            limits=httpx.Limits(max_connections=concurrency),
+        )
+
+    @property
+    def identity(self) -> str:
+        return f"openai:{self.base_url}:{self.model}:max_new_tokens={self.max_new_tokens}"
+
+    @property
+    def chunk_size(self) -> int:
+        return 4 * self.concurrency
+
+    def complete(self, conversations: Sequence[Messages]) -> list[Reply]:
+        if self.concurrency == 1 or len(conversations) <= 1:
+            return [self._request(c) for c in conversations]
+        with ThreadPoolExecutor(min(self.concurrency, len(conversations))) as pool:
+            futures = [pool.submit(self._request, c) for c in conversations]
+            try:
+                return [f.result() for f in futures]
+            except JudgeError:
+                for f in futures:
+                    f.cancel()
+                raise
+
+    def _request(self, messages: Messages) -> Reply:
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": 0.0,
+            "max_tokens": self.max_new_tokens,
+        }
+        error = ""
+        wait = 0.0
+        for attempt in range(1, self.max_retries + 2):
+            if attempt > 1:
+                time.sleep(wait)
+            wait = self.retry_backoff_s * 2 ** (attempt - 1)
+            try:
+                response = self._client.post("chat/completions", json=body)
+            except httpx.TimeoutException:
+                error = f"timed out after {self.timeout_s:g} s"
+                continue
+            except httpx.TransportError as exc:
+                error = f"cannot reach {self.base_url}: {_snippet(str(exc)) or type(exc).__name__}"
+                continue
+            status = response.status_code
+            if status == 200:
+                return _parse_completion(response, attempt)
+            error = f"HTTP {status}: {_snippet(response.text)}"
+            if status in FATAL_STATUS:
+                where = (
+                    f" (key from ${self.key_env})" if status in (401, 403) and self.key_env else ""
+                )
+                raise JudgeError(
+                    f"judge endpoint {self.base_url} answered HTTP {status} for model "
+                    f"{self.model!r}: {FATAL_STATUS[status]}{where}: {_snippet(response.text, 120)}"
+                )
+            if status in (408, 429) or status >= 500:
+                wait = max(wait, _retry_after(response))
+                continue
+            return Reply(None, error, attempt)  # 400, 413, 422...: retrying will not help
+        return Reply(None, f"{error} (after {self.max_retries + 1} attempts)", attempt)
+
+
+def _parse_completion(response: httpx.Response, attempts: int) -> Reply:
+    try:
+        content = response.json()["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return Reply(None, f"malformed completion: {_snippet(response.text)}", attempts)
+    if content is not None and not isinstance(content, str):
+        return Reply(None, f"malformed completion: {_snippet(response.text)}", attempts)
+    return Reply(content or "", None, attempts)
+
+
+def openai_backend(
+    base_url: str | None,
+    model: str,
+    api_key_env: str,
+    **settings: Any,
+) -> OpenAICompatible:
+    """The endpoint from config, else $OPENAI_BASE_URL, else OpenAI; the key from the
+    environment variable named `api_key_env` (keys never go in config files)."""
+    url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    key = os.environ.get(api_key_env) or None
+    if key is None and url.rstrip("/") == DEFAULT_BASE_URL:
+        raise JudgeError(f"the OpenAI API needs a key: set the environment variable {api_key_env}")
+    return OpenAICompatible(url, model, key, key_env=api_key_env, **settings)

@@ -1,0 +1,183 @@
+"""Judges that run a local model: a tiny random reward model and the tiny causal LM as an LLM
+judge, on CPU, plus every way a checkpoint can be the wrong kind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tpo.config import JudgeConfig
+from tpo.judges import JudgeError, JudgeItem
+from tpo.judges.backends import LocalLLM
+from tpo.judges.cache import JudgeCache
+from tpo.judges.llm import PairwiseJudge, PointwiseJudge
+from tpo.judges.math import MathJudge
+from tpo.judges.reward_model import RewardModelJudge
+from tpo.judges.verifier import VerifierJudge
+from tpo.judging import make_judge
+from tpo.records import Instruction, Response
+
+CUSTOM_CODE = '''
+from dataclasses import dataclass
+
+import torch
+from transformers import LlamaForSequenceClassification
+from transformers.utils import ModelOutput
+
+
+@dataclass
+class GatedOutput(ModelOutput):
+    score: torch.FloatTensor | None = None
+    rewards: torch.FloatTensor | None = None
+
+
+class GatedReward(LlamaForSequenceClassification):
+    """Like ArmoRM: several rewards, and the preference score in `score`."""
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        logits = super().forward(input_ids=input_ids, attention_mask=attention_mask).logits
+        return GatedOutput(score=2.0 * logits + 1.0, rewards=logits.repeat(1, 3))
+'''
+
+
+@pytest.fixture(scope="module")
+def reward_path(tiny_path: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised Llama sequence classifier with one output."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_path)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(config)
+    path = tmp_path_factory.mktemp("rm") / "tiny-rm"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def items() -> list[JudgeItem]:
+    short = Instruction("q1", "Name a colour.")
+    long = Instruction("q2", "Describe the sea in two sentences, please, with some detail.")
+    texts = ["Blue.", "Red, like a fire truck at noon.", "Green", "It is wide. It is deep and old."]
+    return [JudgeItem(short if k < 3 else long, Response(t)) for k, t in enumerate(texts)]
+
+
+def reference_rewards(path: Path, batch: list[JudgeItem]) -> list[float]:
+    """The reward model run directly with transformers, one conversation at a time."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    out = []
+    for item in batch:
+        chat = [
+            {"role": "user", "content": item.instruction.text},
+            {"role": "assistant", "content": item.response},
+        ]
+        text = tokenizer.apply_chat_template(chat, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+        with torch.no_grad():
+            out.append(float(model(**ids).logits[0, 0]))
+    return out
+
+
+def test_reward_model_batched_scores_match_one_at_a_time(reward_path: Path) -> None:
+    judge = RewardModelJudge(str(reward_path), batch_size=3, device="cpu")
+    scores = judge.score(items())
+    assert scores == pytest.approx(reference_rewards(reward_path, items()), abs=1e-4)
+    assert len({round(s or 0.0, 6) for s in scores}) == 4  # the responses differ, so do scores
+    assert judge.stats.calls == 4 and judge.name == f"reward_model:{reward_path}"
+
+
+def test_reward_model_cache_skips_the_model(reward_path: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache.sqlite"
+    first = RewardModelJudge(str(reward_path), device="cpu", cache=JudgeCache(cache))
+    scores = first.score(items())
+    second = RewardModelJudge(str(reward_path), device="cpu", cache=JudgeCache(cache))
+    assert second.score(items()) == scores
+    assert second.stats.calls == 0 and second.stats.cached == 4
+    assert second._model is None  # never loaded
+
+
+def test_custom_code_reward_model_needs_trust(reward_path: Path, tmp_path: Path) -> None:
+    """A model with its own code (like ArmoRM) is refused unless trusted; trusted, its `score`
+    output is the reward."""
+    path = tmp_path / "gated"
+    shutil.copytree(reward_path, path)
+    (path / "modeling_gated.py").write_text(CUSTOM_CODE)
+    config = json.loads((path / "config.json").read_text())
+    config["architectures"] = ["GatedReward"]
+    config["auto_map"] = {"AutoModelForSequenceClassification": "modeling_gated.GatedReward"}
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(JudgeError, match=r"ships its own code.*trust_remote_code: true"):
+        RewardModelJudge(str(path), device="cpu").score(items())
+    trusted = RewardModelJudge(str(path), device="cpu", trust_remote_code=True)
+    plain = reference_rewards(reward_path, items())
+    assert trusted.score(items()) == pytest.approx([2 * r + 1 for r in plain], abs=1e-4)
+
+
+def test_a_causal_lm_is_not_a_reward_model(tiny_path: str, tmp_path: Path) -> None:
+    with pytest.raises(JudgeError, match="not a sequence-classification reward model") as info:
+        RewardModelJudge(tiny_path, device="cpu").score(items())
+    assert "LlamaForCausalLM" in str(info.value) and "\n" not in str(info.value)
+    # a config that claims to be a classifier, but whose weights have no classification head
+    path = tmp_path / "claims"
+    shutil.copytree(tiny_path, path)
+    config = json.loads((path / "config.json").read_text())
+    config["architectures"] = ["LlamaForSequenceClassification"]
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(JudgeError, match=r"no trained weights for score\.weight"):
+        RewardModelJudge(str(path), device="cpu").score(items())
+
+
+def test_missing_reward_model_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(JudgeError, match="cannot load reward model") as info:
+        RewardModelJudge(str(tmp_path / "nowhere"), device="cpu").score(items())
+    assert "\n" not in str(info.value)
+
+
+def test_tiny_causal_lm_as_judge_gives_garbage_counted_as_ties(tiny_path: str) -> None:
+    """A random model never writes a verdict: every comparison is unparsable, so a tie."""
+    backend = LocalLLM(tiny_path, device="cpu", batch_size=8, max_new_tokens=6)
+    judge = PairwiseJudge(backend)
+    scores = judge.score(items()[:3])
+    assert scores == [1000.0, 1000.0, 1000.0]
+    assert judge.stats.calls == 6 and judge.stats.unparsed == 6 and judge.stats.failed == 0
+    pointwise = PointwiseJudge(backend)
+    assert pointwise.score(items()[:2]) == [None, None]
+    assert pointwise.stats.unparsed == 2
+
+
+def test_make_judge_builds_each_type(tmp_path: Path, reward_path: Path) -> None:
+    assert isinstance(make_judge(JudgeConfig()), VerifierJudge)
+    assert isinstance(make_judge(JudgeConfig(type="math")), MathJudge)
+    rm = make_judge(JudgeConfig(type="reward_model", model=str(reward_path)), tmp_path, 0)
+    assert isinstance(rm, RewardModelJudge) and rm.cache is not None
+    assert (tmp_path / "judge_cache.sqlite").is_file()
+    cfg = JudgeConfig(type="pairwise", model="tiny-random", pairs_per_sample=2, cache=False)
+    pairwise = make_judge(cfg, tmp_path, seed=5)
+    assert isinstance(pairwise, PairwiseJudge) and pairwise.cache is None
+    assert pairwise.pairs_per_sample == 2 and pairwise.seed == 5
+    cfg = JudgeConfig(
+        type="pointwise",
+        model="m",
+        backend="openai",
+        base_url="http://127.0.0.1:9/v1",
+        cache_path=str(tmp_path / "elsewhere.sqlite"),
+    )
+    pointwise = make_judge(cfg, tmp_path)
+    assert isinstance(pointwise, PointwiseJudge) and (tmp_path / "elsewhere.sqlite").is_file()
