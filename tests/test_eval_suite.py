@@ -1,0 +1,326 @@
+"""The evaluation suite on a synthetic run directory: head-to-head, reference files, math,
+LLM categories, exports, TensorBoard / W&B, and the `tpo eval` options. No model is loaded:
+outputs are written by hand, and generation goes through a fake generator."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from tpo import pipeline
+from tpo.config import ConfigError, config_from_dict
+from tpo.evaluation import eval_metrics, results_table, score_map, suite
+from tpo.generation import Completion, SamplingParams
+from tpo.judges import JudgeItem
+from tpo.judges.verifier import VerifierJudge
+from tpo.prompts import thought_format
+from tpo.records import Instruction, Score
+from tpo.sampling import make_sample
+from tpo.store import RunDir, read_jsonl, write_json, write_jsonl
+
+HELDOUT = [
+    Instruction("h1", "Greet me in lowercase.", "poem", [{"type": "lowercase"}]),
+    Instruction("h2", "End with Bye.", "poem", [{"type": "ends_with", "phrase": "Bye."}]),
+    Instruction("h3", "List two letters, no commas.", "letter", [{"type": "no_commas"}]),
+    Instruction("h4", "Name a pet.", "letter", [{"type": "keywords_include", "keywords": ["cat"]}]),
+]
+R = "\nHere is my response:\n"
+OUTPUTS = {  # (arm, iteration) -> output per held-out instruction, as the model wrote it
+    ("direct", 0): ["Hello", "ok", "a, b", "cat"],
+    ("tpo", 0): [f"Hm.{R}Hello", f"Hm.{R}ok", f"Hm.{R}a, b", f"Hm.{R}cat"],
+    ("direct", 1): ["Hello", "ok Bye.", "a, b", "cat"],
+    ("tpo", 1): [f"Think.{R}hello there", f"Plan.{R}ok Bye.", "no marker at all", f"Hmm.{R}no"],
+}
+
+
+def make_run(root: Path, **eval_cfg: object) -> RunDir:
+    """A finished two-arm, one-iteration run: held-out outputs, scores and eval.json for
+    every arm and iteration, as `tpo run` leaves them."""
+    config = config_from_dict(
+        {"arms": ["tpo", "direct"], "iterations": 1, "model": {"name_or_path": "fake"}}
+        | {"eval": dict(eval_cfg)}
+    )
+    run = RunDir.open(root, config)
+    write_jsonl(root / "data" / "heldout.jsonl", (i.to_dict() for i in HELDOUT))
+    run.mark_done("data", train=0, heldout=len(HELDOUT))
+    baseline = None
+    for (arm, t), outputs in OUTPUTS.items():
+        fmt = thought_format(arm, config.prompt)
+        samples = [
+            make_sample(ins.id, 0, arm, "prompt", out, False, 3, fmt)
+            for ins, out in zip(HELDOUT, outputs, strict=True)
+        ]
+        values = VerifierJudge().score(
+            [JudgeItem(i, s.response) for i, s in zip(HELDOUT, samples, strict=True)]
+        )
+        scores = [
+            Score(s.instruction_id, 0, "verifier", v if s.parsed_ok else None)
+            for s, v in zip(samples, values, strict=True)
+        ]
+        d = run.iter_dir(arm, t)
+        write_jsonl(d / "eval_samples.jsonl", (s.to_dict() for s in samples))
+        write_jsonl(d / "eval_scores.jsonl", (s.to_dict() for s in scores))
+        metrics = {"arm": arm, "iteration": t, **eval_metrics(samples, scores, baseline)}
+        baseline = baseline or score_map(scores)
+        write_json(d / "eval.json", metrics)
+        run.mark_done("eval", arm, t)
+        if t == 1:
+            run.mark_done("train", arm, t, skipped="no pairs")  # M_1 = the seed ("fake")
+    return run
+
+
+class NoModels:
+    def generator(self, path: str, batch_size: int):
+        raise AssertionError("no model should be needed here")
+
+
+class FakeTokenizer:
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        return f"<user>{messages[-1]['content']}</user><assistant>"
+
+
+class FakeGenerator:
+    def __init__(self, text: str):
+        self.text = text
+        self.prompts: list[str] = []
+
+    def generate(
+        self, prompts: Sequence[str], params: SamplingParams, seed: int
+    ) -> list[Completion]:
+        self.prompts += list(prompts)
+        return [Completion(self.text, True, 4) for _ in prompts]
+
+
+class FakeModels:
+    def __init__(self, text: str):
+        self.gen = FakeGenerator(text)
+        self.paths: list[str] = []
+
+    def generator(self, path: str, batch_size: int):
+        self.paths.append(path)
+        return self.gen, FakeTokenizer()
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> RunDir:
+    return make_run(tmp_path / "run")
+
+
+def test_head_to_head_hand_computed(run: RunDir):
+    """Iteration 1, verifier scores tpo vs direct: h1 1 vs 0 -> 1; h2 1 vs 1 -> 0.5; h3 tpo
+    failed to parse -> 0; h4 0 vs 1 -> 0. Win rate 1.5 / 4 = 0.375; deviations .625, .125,
+    -.375, -.375, squares sum to 0.6875, SE = sqrt(0.6875 / 3 / 4) = 0.239357.
+    Per category: poem (h1, h2) 0.75, letter (h3, h4) 0.0."""
+    out = suite.head_to_head(run, "tpo", "direct", 1, suite.make_pairwise_judge(run))
+    assert out["win_rate"] == 0.375
+    assert out["se"] == pytest.approx(math.sqrt(0.6875 / 12))
+    assert (out["n"], out["wins"], out["ties"], out["losses"]) == (4, 1, 1, 2)
+    assert out["categories"]["poem"]["win_rate"] == 0.75
+    assert out["categories"]["letter"]["win_rate"] == 0.0
+    assert out["categories"]["letter"]["n"] == 2
+    assert out["preferences"] == {"h1": 1.0, "h2": 0.5, "h3": 0.0, "h4": 0.0}
+    saved = json.loads((run.iter_dir("tpo", 1) / "h2h_vs_direct.json").read_text())
+    assert saved["win_rate"] == 0.375 and saved["judge"] == "verifier"
+
+
+def test_after_run_adds_head_to_head_to_results_once(run: RunDir):
+    """Iteration 0: the same responses on both sides, every pair ties -> 0.5."""
+    suite.after_run(run, NoModels())
+    rows = {(r["arm"], r["iteration"]): r for r in pipeline.results(run)}
+    assert rows[("tpo", 1)]["h2h_vs_direct"] == 0.375
+    assert rows[("tpo", 0)]["h2h_vs_direct"] == 0.5
+    assert rows[("tpo", 0)]["h2h_vs_direct_se"] == 0.0
+    assert rows[("direct", 1)]["h2h_vs_direct"] is None
+    assert "tpo_vs_direct" in results_table(list(rows.values()))
+    assert "math" not in results_table(list(rows.values())).split()  # no math was run
+    path = run.iter_dir("tpo", 1) / "h2h_vs_direct.json"
+    path.write_text('{"win_rate": 0.123}')
+    suite.after_run(run, NoModels())  # done: not judged again
+    assert json.loads(path.read_text()) == {"win_rate": 0.123}
+
+
+def test_against_reference_reuses_heldout_outputs(run: RunDir, tmp_path: Path):
+    """Reference outputs: h1 "HELLO" (0), h2 "ok Bye." (1), h3 "a b" (1), h4 "dog" (0). tpo at
+    iteration 1: h1 1 vs 0 -> 1; h2 1 vs 1 -> 0.5; h3 no response -> 0; h4 0 vs 0 -> 0.5.
+    Win rate 2 / 4 = 0.5. Held-out outputs are reused: no model is loaded."""
+    ref = tmp_path / "reference.json"
+    outs = ["HELLO", "ok Bye.", "a b", "dog"]
+    ref.write_text(
+        json.dumps(
+            [
+                {"instruction": i.text, "output": o, "generator": "gpt-x"}
+                for i, o in zip(HELDOUT, outs, strict=True)
+            ]
+        )
+    )
+    out = suite.against_reference(run, NoModels(), "tpo", 1, ref, suite.make_pairwise_judge(run))
+    assert out["win_rate"] == 0.5
+    assert out["preferences"] == {"h1": 1.0, "h2": 0.5, "h3": 0.0, "h4": 0.5}
+    assert out["generator"] == "gpt-x"
+    assert 0 < out["lc_win_rate"] < 1
+    assert (run.iter_dir("tpo", 1) / "vs_reference.json").is_file()
+
+
+class LongerWins:
+    name = "longer"
+
+    def compare(self, items):
+        return [1.0 if len(a) > len(b) else 0.5 if len(a) == len(b) else 0.0 for _, a, b in items]
+
+
+def test_against_reference_generates_outputs_for_new_instructions(run: RunDir, tmp_path: Path):
+    """Instructions outside the held-out split: the model (a fake, answering "a short answer"
+    after a thought) is asked once per instruction, and a second call reuses the file. Against
+    references "x" (shorter) and "a much longer reference" the longer-wins judge gives 1 and 0."""
+    ref = tmp_path / "alpaca.json"
+    ref.write_text(
+        json.dumps(
+            [
+                {"instruction": "New question one?", "output": "x", "generator": "ref"},
+                {
+                    "instruction": "New question two?",
+                    "output": "a much longer reference",
+                    "generator": "ref",
+                },
+            ]
+        )
+    )
+    models = FakeModels(f"Let me think.{R}a short answer")
+    out = suite.against_reference(run, models, "tpo", 1, ref, LongerWins())
+    assert out["preferences"] == {"alpaca-0001": 1.0, "alpaca-0002": 0.0}
+    assert models.paths == ["fake"]  # M_1 is the seed here (training was skipped)
+    assert len(models.gen.prompts) == 2 and "New question one?" in models.gen.prompts[0]
+    assert "Here is my thought process:" in models.gen.prompts[0]  # the tpo arm's prompt
+    files = list(run.iter_dir("tpo", 1).glob("ref-*_samples.jsonl"))
+    assert len(files) == 1
+    suite.against_reference(run, models, "tpo", 1, ref, LongerWins())
+    assert len(models.gen.prompts) == 2  # resumed from the file
+
+
+def test_math_accuracy_with_a_fake_model(run: RunDir, tmp_path: Path):
+    """Gold answers 42, 7, 42; the fake model always answers 42 after its thought: 2 / 3.
+    The question carries the paper's answer-only suffix."""
+    path = tmp_path / "gsm.jsonl"
+    path.write_text(
+        "\n".join(
+            json.dumps({"question": f"Q{k}?", "answer": a}) for k, a in enumerate([42, 7, 42])
+        )
+    )
+    models = FakeModels(f"Six times seven.{R}42")
+    out = suite.math_accuracy(run, models, "tpo", 1, str(path))
+    assert out["accuracy"] == pytest.approx(2 / 3)
+    assert [it["predicted"] for it in out["items"]] == [42.0, 42.0, 42.0]
+    assert "Q0? Output only the number answer." in models.gen.prompts[0]
+    assert json.loads((run.iter_dir("tpo", 1) / "math.json").read_text())["n"] == 3
+
+
+def test_math_in_after_run_when_configured(tmp_path: Path):
+    run = make_run(tmp_path / "run", math_set="builtin:3", math_suffix="")
+    models = FakeModels("The answer is 5.")
+    suite.after_run(run, models)
+    rows = pipeline.results(run)
+    assert all(r["math_accuracy"] is not None for r in rows)
+    assert run.is_done("math", "direct", 0) and run.is_done("math", "tpo", 1)
+    assert "math" in results_table(rows).split()
+
+
+def test_llm_categories_are_assigned_once(tmp_path: Path):
+    run = make_run(tmp_path / "run", category_classifier="seed")
+    models = FakeModels("Category: Health")
+    cats = suite.categories_of(run, models, HELDOUT)
+    assert cats == {i.id: "Health" for i in HELDOUT}
+    assert "Which category" in models.gen.prompts[0] and "Name a pet." in models.gen.prompts[3]
+    assert models.paths == ["fake"]  # "seed" = the run's model
+    assert suite.categories_of(run, NoModels(), HELDOUT) == cats  # from data/categories.json
+    out = suite.head_to_head(run, "tpo", "direct", 1, suite.make_pairwise_judge(run), NoModels())
+    assert list(out["categories"]) == ["Health"] and out["categories"]["Health"]["n"] == 4
+
+
+def test_export_heldout_outputs(run: RunDir, tmp_path: Path):
+    files = suite.export(run, NoModels(), "tpo", 1, tmp_path / "exp")
+    alpaca = json.loads(files[0].read_text())
+    assert [r["output"] for r in alpaca] == ["hello there", "ok Bye.", "", "no"]
+    assert alpaca[0]["generator"] == "run-tpo-iter1"
+
+
+def test_tensorboard(run: RunDir):
+    pytest.importorskip("tensorboard", reason="tensorboard not installed (pip install tpo[eval])")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = RunDir(
+        run.root, config_from_dict(run.config.to_dict() | {"eval": {"report_to": "tensorboard"}})
+    )
+    suite.after_run(run, NoModels())
+    suite.track(run, pipeline.results(run))
+    acc = EventAccumulator(str(run.root / "tensorboard"))
+    acc.Reload()
+    h2h = {e.step: e.value for e in acc.Scalars("tpo/h2h_vs_direct")}
+    assert h2h == {0: 0.5, 1: 0.375}
+    assert "direct/mean_score" in acc.Tags()["scalars"]
+
+
+def test_wandb_offline(run: RunDir, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb not installed (pip install wandb)")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run = RunDir(
+        run.root, config_from_dict(run.config.to_dict() | {"eval": {"report_to": "wandb"}})
+    )
+    suite.track(run, pipeline.results(run))
+    files = list((run.root / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    assert b"tpo/mean_score" in files[0].read_bytes()
+
+
+def test_missing_tracker_package_is_a_config_error(run: RunDir, monkeypatch):
+    from tpo.evaluation import tracking
+
+    monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"eval\.report_to: wandb is not installed"):
+        tracking.make_tracker("wandb", run.root, "x", {})
+
+
+def tpo(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    cmd = [sys.executable, "-m", "tpo.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_cli_eval_options_and_report(run: RunDir, tmp_path: Path):
+    proc = tpo(
+        "eval", str(run.root), "--arm", "tpo", "--iteration", "1", "--against-arm", "direct",
+        "--export", str(tmp_path / "exp"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "h2h_vs_direct:" in proc.stdout and "win_rate: 0.375" in proc.stdout
+    assert (tmp_path / "exp" / "arena-hard-v0.1" / "question.jsonl").is_file()
+    rows = json.loads((run.root / "results.json").read_text())
+    assert [r["h2h_vs_direct"] for r in rows if r["arm"] == "tpo"] == [None, 0.375]
+    proc = tpo("report", str(run.root))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == str(run.root / "report.html")
+    assert "<img" in (run.root / "report.html").read_text()
+    proc = tpo("eval", str(run.root), "--questions", "q.jsonl")
+    assert proc.returncode == 2 and "tpo: error: --questions goes with --export" in proc.stderr
+    samples = read_jsonl(run.iter_dir("tpo", 1) / "eval_samples.jsonl", lambda d: d)
+    assert len(samples) == 4  # the held-out outputs were reused, not regenerated
+
+
+def test_run_all_adds_head_to_head_and_writes_the_report(run: RunDir, capsys):
+    """`tpo run` on a run whose every stage is done: no model is loaded, and the end of the
+    loop adds tpo vs direct per iteration to results.json and writes report.html."""
+    for arm in ("tpo", "direct"):
+        for stage in ("generate", "judge", "pairs"):
+            run.mark_done(stage, arm, 1)
+    rows = pipeline.run_all(run)
+    assert [r["h2h_vs_direct"] for r in rows] == [None, None, 0.5, 0.375]
+    assert json.loads((run.root / "results.json").read_text()) == rows
+    assert f"report: {run.root / 'report.html'}" in capsys.readouterr().err
+    assert (run.root / "report.html").stat().st_size > 10_000

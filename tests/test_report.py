@@ -1,0 +1,163 @@
+"""The HTML report of a synthetic three-iteration run, checked as text and in a real headless
+Chromium (Debian's `chromium` package): the page renders, every image decodes, and a
+screenshot is not blank. No model is involved: the run directory is written by hand."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tpo.config import RunConfig
+from tpo.records import Sample, Score
+from tpo.report import write_report
+from tpo.store import write_json, write_jsonl
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+EVIL = "<script>alert('x')</script> & <b>bold</b>"
+
+ROWS = [  # (arm, iteration, mean score, win vs seed, thought chars, response chars)
+    ("direct", 0, 0.40, 0.5, 0, 300),
+    ("direct", 1, 0.50, 0.6, 0, 320),
+    ("direct", 2, 0.55, 0.65, 0, 330),
+    ("tpo", 0, 0.30, 0.4, 800, 280),
+    ("tpo", 1, 0.50, 0.6, 500, 300),
+    ("tpo", 2, 0.62, 0.7, 350, 310),
+]
+H2H = {1: 0.45, 2: 0.58}
+
+
+def _sample(iid: str, arm: str, thought: str, response: str, ok: bool = True) -> Sample:
+    return Sample(iid, 0, arm, "p", f"{thought}\n{response}", thought, response, ok, False,  # type: ignore[arg-type]
+                  len(thought), len(response), 10)  # fmt: skip
+
+
+def make_run(root: Path) -> Path:
+    config = RunConfig().to_dict() | {"iterations": 2}
+    root.mkdir(parents=True)
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = [
+        {"arm": a, "iteration": t, "mean_score": s, "score_se": 0.05, "win_rate": w,
+         "mean_thought_chars": th, "mean_response_chars": r, "parse_failure_rate": 0.0,
+         "n": 3, "h2h_vs_direct": H2H.get(t) if a == "tpo" else None}
+        for a, t, s, w, th, r in ROWS
+    ]  # fmt: skip
+    write_json(root / "results.json", rows)
+    cats = {
+        "poem": {"win_rate": 0.75, "se": 0.1, "n": 8, "wins": 5, "ties": 2, "losses": 1},
+        "letter": {"win_rate": 0.25, "se": 0.1, "n": 4, "wins": 1, "ties": 0, "losses": 3},
+    }
+    for t, w in H2H.items():
+        write_json(
+            root / "tpo" / f"iter_{t}" / "h2h_vs_direct.json",
+            {"win_rate": w, "se": 0.04, "n": 12, "wins": 6, "ties": 2, "losses": 4,
+             "judge": "verifier", "categories": cats},
+        )  # fmt: skip
+    heldout = [
+        {"id": "a", "text": f"Write a poem. {EVIL}", "category": "poem"},
+        {"id": "b", "text": "Write a letter.", "category": "letter"},
+    ]
+    write_jsonl(root / "data" / "heldout.jsonl", heldout)
+    d, p = root / "direct" / "iter_2", root / "tpo" / "iter_2"
+    write_jsonl(d / "eval_samples.jsonl", [
+        _sample("a", "direct", "", "roses are red").to_dict(),
+        _sample("b", "direct", "", "Dear Sir").to_dict(),
+    ])  # fmt: skip
+    write_jsonl(p / "eval_samples.jsonl", [
+        _sample("a", "tpo", "SECRET THOUGHT about rhymes", f"violets {EVIL}").to_dict(),
+        _sample("b", "tpo", "never finished", "", ok=False).to_dict(),
+    ])  # fmt: skip
+    for path, values in ((d, [0.5, 1.0]), (p, [1.0, None])):
+        write_jsonl(path / "eval_scores.jsonl", [
+            Score(iid, 0, "verifier", v).to_dict() for iid, v in zip("ab", values, strict=True)
+        ])  # fmt: skip
+    return root
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_report_is_self_contained_with_plots_and_folded_thoughts(tmp_path: Path):
+    root = make_run(tmp_path / "run")
+    path = write_report(root)
+    assert path == root / "report.html"
+    page = path.read_text()
+    images = re.findall(r"src='data:image/png;base64,([^']+)'", page)
+    assert len(images) == 3  # scores + win rates, lengths, categories
+    for b64 in images:
+        width, height = _png_size(base64.b64decode(b64))
+        assert width > 300 and height > 100
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &lt;b&gt;bold" in page
+    thought = re.search(
+        r"<details><summary>thought \(27 characters[^<]*</summary><pre>([^<]*)", page
+    )
+    assert thought and thought.group(1) == "SECRET THOUGHT about rhymes"  # folded, not open
+    assert "(no response: parse failure)" in page
+    # the iteration table: tpo vs direct per iteration, and the lead sentence
+    assert "58.0% ± 4.0" in page and "45.0% ± 4.0" in page
+    assert "Thoughts went from 800 characters (iteration 0) to 350 (iteration 2)" in page
+
+
+def test_report_without_head_to_head(tmp_path: Path):
+    root = make_run(tmp_path / "run")
+    for t in H2H:
+        (root / "tpo" / f"iter_{t}" / "h2h_vs_direct.json").unlink()
+    page = write_report(root, tmp_path / "other.html").read_text()
+    assert page.count("data:image/png;base64,") == 2  # no category plot without comparisons
+
+
+def _chromium(*args: str, user_dir: Path) -> subprocess.CompletedProcess:
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", f"--user-data-dir={user_dir}",
+    ]  # fmt: skip
+    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="chromium not installed (apt install chromium)"
+)
+def test_report_in_headless_chromium(tmp_path: Path):
+    root = make_run(tmp_path / "run")
+    report = write_report(root)
+    # 1. every <img> decoded: a copy of the page reports the images' natural sizes on load
+    probe = tmp_path / "probe.html"
+    script = (
+        "<script>window.addEventListener('load', () => { document.body.setAttribute("
+        "'data-images', JSON.stringify([...document.images].map(i => "
+        "[i.complete, i.naturalWidth, i.naturalHeight]))); });</script>"
+    )
+    probe.write_text(report.read_text().replace("</body>", script + "</body>"))
+    proc = _chromium(
+        "--dump-dom", "--virtual-time-budget=5000", probe.as_uri(), user_dir=tmp_path / "u1"
+    )
+    found = re.search(r'data-images="([^"]*)"', proc.stdout)
+    assert found, proc.stderr[-2000:]
+    images = json.loads(found.group(1).replace("&quot;", '"'))
+    assert len(images) == 3
+    assert all(done and w > 300 and h > 100 for done, w, h in images), images
+    # 2. a screenshot of the real page is not blank
+    shot = tmp_path / "report.png"
+    _chromium(
+        f"--screenshot={shot}", "--window-size=1200,2000", report.as_uri(), user_dir=tmp_path / "u2"
+    )
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    from matplotlib.image import imread
+
+    pixels = imread(io.BytesIO(shot.read_bytes()))
+    assert pixels.shape[:2] == (2000, 1200)
+    colours = np.unique((pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)
+    assert len(colours) > 50  # text, tables and plots, not a single-colour page
