@@ -2,8 +2,13 @@
 
     tpo run [--preset NAME | --config FILE] [--set key=value ...] [--arms tpo,direct] [--out DIR]
     tpo generate|judge|pairs|train|eval RUN_DIR --arm ARM --iteration T [--redo]
+    tpo eval RUN_DIR --arm tpo --iteration T [--against REF.json] [--against-arm direct]
+             [--math [builtin|builtin:N|FILE]] [--export DIR [--questions FILE]]
+    tpo report RUN_DIR [--out FILE]
     tpo config [--preset NAME | --config FILE] [--set ...] [--reference]
     tpo presets
+    tpo chat MODEL [--show-thoughts] [--thought-prompt generic|specific|none] ...
+    tpo serve MODEL [--host 127.0.0.1] [--port 8000] [--api-key KEY] ...
 
 Errors a user can fix (config, data, model path, run directory) print one line and exit 2;
 Ctrl-C exits 130 and a rerun of the same command resumes.
@@ -16,12 +21,14 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import yaml
 
 from tpo import pipeline
 from tpo.config import ConfigError, load_config, preset_names, reference
 from tpo.data import DataError
+from tpo.judges import JudgeError
 from tpo.models import ModelLoadError
 from tpo.records import RecordError
 from tpo.store import RunDir, StoreError
@@ -31,9 +38,9 @@ STAGE_OUTPUTS = {
     "judge": ["scores.jsonl"],
     "pairs": ["pairs.jsonl"],
     "train": ["model"],
-    "eval": ["eval_samples.jsonl", "eval_scores.jsonl", "eval.json"],
+    "eval": ["eval_samples.jsonl", "eval_scores.jsonl", "eval.json", "h2h_vs_direct.json"],
 }
-USER_ERRORS = (ConfigError, DataError, ModelLoadError, RecordError, StoreError)
+USER_ERRORS = (ConfigError, DataError, JudgeError, ModelLoadError, RecordError, StoreError)
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -81,6 +88,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
                 shutil.rmtree(target)
             target.unlink(missing_ok=True)
         run.clear(args.command, arm, t)
+        if args.command == "eval":
+            run.clear("h2h_vs_direct", arm, t)
     models = pipeline.Models(run)
     stages: dict[str, Callable[[], object]] = {
         "generate": lambda: pipeline.generate(run, models, arm, t),
@@ -95,8 +104,68 @@ def cmd_stage(args: argparse.Namespace) -> int:
             pipeline.evaluate(run, models, "direct", 0)  # the win-rate baseline
         stages[args.command]()
         summary = run.manifest()["done"].get(RunDir.stage_key(args.command, arm, t), {})
+        extras = _eval_extras(run, models, args) if args.command == "eval" else {}
         pipeline.write_results(run)
-    print(yaml.safe_dump({f"{arm}/iter_{t}/{args.command}": summary}, sort_keys=False), end="")
+    out = {f"{arm}/iter_{t}/{args.command}": summary, **extras}
+    print(yaml.safe_dump(out, sort_keys=False), end="")
+    return 0
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--against",
+        metavar="REF.json",
+        help="win rate (both orders, with AlpacaEval's length-controlled one) against reference "
+        "outputs in AlpacaEval format: [{instruction, output, generator}]",
+    )
+    p.add_argument(
+        "--against-arm",
+        metavar="ARM",
+        help="head-to-head against ARM's model at the same iteration (e.g. direct), per category",
+    )
+    p.add_argument(
+        "--math",
+        nargs="?",
+        const="builtin",
+        metavar="SET",
+        help="GSM8K-format accuracy on builtin (default), builtin:N or a question/answer JSONL",
+    )
+    p.add_argument(
+        "--export", metavar="DIR", help="write the responses in AlpacaEval and Arena-Hard formats"
+    )
+    p.add_argument(
+        "--questions",
+        metavar="FILE",
+        help="with --export: answer these instead of the held-out split (AlpacaEval JSON, "
+        "Arena-Hard question.jsonl or tpo instruction JSONL)",
+    )
+
+
+def _eval_extras(run: RunDir, models: pipeline.Models, args: argparse.Namespace) -> dict:
+    from tpo.evaluation import suite
+
+    if args.questions and not args.export:
+        raise ConfigError("--questions goes with --export DIR")
+    return suite.cli_evals(
+        run,
+        models,
+        args.arm,
+        args.iteration,
+        against=args.against,
+        against_arm=args.against_arm,
+        math=args.math,
+        export_dir=args.export,
+        questions=args.questions,
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tpo.report import write_report
+
+    run = RunDir.load(args.run_dir)
+    if not (run.root / "results.json").exists():
+        pipeline.write_results(run)
+    print(write_report(run.root, args.out))
     return 0
 
 
@@ -112,6 +181,73 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_presets(args: argparse.Namespace) -> int:
     print("\n".join(preset_names()))
     return 0
+
+
+def _serving_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "model",
+        help="RUN/ARM/iter_T/model (its thought format is read from the run's config.yaml), "
+        "a local path or HF id, 'embedded' or 'tiny-random'",
+    )
+    p.add_argument(
+        "--thought-prompt",
+        choices=("generic", "specific", "none"),
+        help="the thought format the model was trained with (default: the run's, else generic)",
+    )
+    p.add_argument(
+        "--no-marker",
+        choices=("content", "reasoning"),
+        default="content",
+        help="an output without a response marker is all content (default) or all reasoning",
+    )
+    p.add_argument(
+        "--thought-budget",
+        type=int,
+        metavar="N",
+        help="budget forcing: append the response marker after N thought tokens without one; "
+        "0 = off (default: the run's generation.thought_budget, else off)",
+    )
+    p.add_argument("--max-tokens", type=int, default=512, help="default new tokens per answer")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--trust-remote-code", action="store_true")
+
+
+def _engine(args: argparse.Namespace) -> tuple[Any, str]:
+    from tpo.serving.engine import load_engine, resolve_settings
+
+    settings = resolve_settings(
+        args.model, args.thought_prompt, args.no_marker, args.thought_budget
+    )
+    engine = load_engine(args.model, settings, args.dtype, args.device, args.trust_remote_code)
+    budget = f", thought budget {settings.thought_budget}" if settings.thought_budget else ""
+    return engine, f"thought format from {settings.source}{budget}"
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from tpo.serving.chat import chat
+    from tpo.serving.engine import sampling_params
+
+    params = sampling_params(args.temperature, args.top_p, args.max_tokens)
+    engine, about = _engine(args)
+    print(f"tpo chat: {args.model}, {about}", file=sys.stderr)
+    return chat(engine, params, args.show_thoughts, args.system, args.seed)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tpo.serving.engine import sampling_params
+    from tpo.serving.server import ServerConfig, make_server, serve
+
+    sampling_params(1.0, 1.0, args.max_tokens)  # checks --max-tokens
+    if args.max_body_bytes < 1024:
+        raise ConfigError("--max-body-bytes: must be >= 1024")
+    api_key = args.api_key or os.environ.get("TPO_API_KEY") or None
+    name = args.served_model_name or args.model
+    config = ServerConfig(name, api_key, args.max_tokens, args.max_body_bytes)
+    engine, about = _engine(args)
+    server = make_server(engine, config, args.host, args.port, args.verbose)
+    key = "API key required" if api_key else "no API key"
+    return serve(server, f"model {name!r}, {about}, {key}; ")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,13 +266,36 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--arm", default="tpo")
         p.add_argument("--iteration", type=int, default=1)
         p.add_argument("--redo", action="store_true", help="delete this stage's output and redo it")
+        if name == "eval":
+            _eval_args(p)
         p.set_defaults(func=cmd_stage)
+    p = sub.add_parser("report", help="write RUN_DIR/report.html (plots, tables, examples)")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="where to write the HTML (default RUN_DIR/report.html)")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("config", help="print the resolved config")
     _config_args(p)
     p.add_argument("--reference", action="store_true", help="print every key with its doc")
     p.set_defaults(func=cmd_config)
     p = sub.add_parser("presets", help="list the shipped presets")
     p.set_defaults(func=cmd_presets)
+    p = sub.add_parser("chat", help="chat with a model in the terminal; its thoughts stay hidden")
+    _serving_args(p)
+    p.add_argument("--show-thoughts", action="store_true", help="print the thoughts too")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, help="seed of the first answer (then +1 per turn)")
+    p.add_argument("--system", help="a system message")
+    p.set_defaults(func=cmd_chat)
+    p = sub.add_parser("serve", help="an OpenAI-compatible server; thoughts go in `reasoning`")
+    _serving_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (or set TPO_API_KEY)")
+    p.add_argument("--served-model-name", help="the model id clients send (default: MODEL)")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request size limit")
+    p.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -144,12 +144,85 @@ class GenerationConfig:
         )
 
 
+JUDGE_TYPES = ("verifier", "math", "reward_model", "pairwise", "pointwise")
+
+
 @dataclass(frozen=True)
 class JudgeConfig:
-    type: str = opt("verifier", "Judge: verifier (fraction of an instruction's constraints met).")
+    type: str = opt(
+        "verifier",
+        "Judge: verifier (fraction of an instruction's constraints met) | math (final number "
+        "vs the instruction's reference) | reward_model (a sequence-classification reward "
+        "model) | pairwise (an LLM compares responses; Bradley-Terry scores on an Elo scale) | "
+        "pointwise (an LLM gives a 1-10 score).",
+    )
+    model: str | None = opt(
+        None,
+        "reward_model: HF id or path of the reward model. pairwise/pointwise: the judge LLM, an "
+        "HF id or path (backend local) or the endpoint's model name (backend openai).",
+    )
+    backend: str = opt(
+        "local", "pairwise/pointwise: local (transformers) | openai (OpenAI-compatible HTTP)."
+    )
+    base_url: str | None = opt(
+        None,
+        "backend openai: endpoint base URL, e.g. http://localhost:8000/v1; null = "
+        "$OPENAI_BASE_URL, else https://api.openai.com/v1.",
+    )
+    api_key_env: str = opt(
+        "OPENAI_API_KEY", "backend openai: environment variable holding the API key, if any."
+    )
+    concurrency: int = opt(8, "backend openai: requests in flight at once.")
+    max_retries: int = opt(4, "backend openai: retries after a timeout, 429 or 5xx.")
+    retry_backoff_s: float = opt(1.0, "backend openai: first retry wait in seconds; doubles.")
+    timeout_s: float = opt(60.0, "backend openai: seconds to wait for one answer.")
+    pairs_per_sample: int | None = opt(
+        None,
+        "pairwise: compare each sample with at least m others (seeded) instead of all "
+        "K-1; null = all pairs, K(K-1) calls per prompt.",
+    )
+    max_new_tokens: int = opt(512, "pairwise/pointwise: most tokens of the judge's answer.")
+    batch_size: int = opt(8, "reward_model and local LLM judges: inputs per forward batch.")
+    max_length: int = opt(4096, "reward_model: most input tokens (cut on the left).")
+    dtype: str = opt("auto", "Local judge models: auto (bfloat16 on GPU) | float32 | bfloat16.")
+    device: str = opt("auto", "Local judge models: auto | cpu | cuda.")
+    trust_remote_code: bool = opt(False, "Allow judge models with custom code (needed for ArmoRM).")
+    cache: bool = opt(True, "Cache judgements on disk, so nothing is judged twice.")
+    cache_path: str | None = opt(
+        None, "The sqlite cache file; null = judge_cache.sqlite in the run directory."
+    )
 
     def __post_init__(self) -> None:
-        _require(self.type == "verifier", "judge.type", f"unknown judge {self.type!r}")
+        _require(
+            self.type in JUDGE_TYPES,
+            "judge.type",
+            f"unknown judge {self.type!r} ({' | '.join(JUDGE_TYPES)})",
+        )
+        if self.type in ("reward_model", "pairwise", "pointwise"):
+            _require(bool(self.model), "judge.model", f"judge.type {self.type} needs a model")
+        _require(self.backend in ("local", "openai"), "judge.backend", "local | openai")
+        _require(
+            self.base_url is None or self.base_url.startswith(("http://", "https://")),
+            "judge.base_url",
+            f"must start with http:// or https://, got {self.base_url!r}",
+        )
+        _require(bool(self.api_key_env), "judge.api_key_env", "must not be empty")
+        _require(self.concurrency >= 1, "judge.concurrency", "must be >= 1")
+        _require(self.max_retries >= 0, "judge.max_retries", "must be >= 0")
+        _require(self.retry_backoff_s >= 0, "judge.retry_backoff_s", "must be >= 0")
+        _require(self.timeout_s > 0, "judge.timeout_s", "must be > 0")
+        _require(
+            self.pairs_per_sample is None or self.pairs_per_sample >= 1,
+            "judge.pairs_per_sample",
+            "must be >= 1 or null",
+        )
+        _require(self.max_new_tokens >= 1, "judge.max_new_tokens", "must be >= 1")
+        _require(self.batch_size >= 1, "judge.batch_size", "must be >= 1")
+        _require(self.max_length >= 16, "judge.max_length", "must be >= 16")
+        _require(
+            self.dtype in ("auto", "float32", "bfloat16"), "judge.dtype", "auto|float32|bfloat16"
+        )
+        _require(self.device in ("auto", "cpu", "cuda"), "judge.device", "auto | cpu | cuda")
 
 
 @dataclass(frozen=True)
@@ -199,11 +272,37 @@ class EvalConfig:
     temperature: float = opt(0.0, "Sampling temperature for held-out outputs; 0 = greedy.")
     top_p: float = opt(1.0, "Top-p for held-out outputs when sampling.")
     batch_size: int = opt(16, "Prompts per evaluation batch.")
+    # New keys default to null, so run directories made before them still resume.
+    report_to: str | None = opt(
+        None, "Also log the results rows to: null (nowhere) | tensorboard | wandb (offline)."
+    )
+    category_classifier: str | None = opt(
+        None,
+        "Per-category results: null = the data's `category` field; `seed` or an HF id/path = "
+        "that LLM assigns one of the paper's 20 categories to each held-out instruction.",
+    )
+    math_set: str | None = opt(
+        None,
+        "Math accuracy of every evaluated model in `tpo run`: null (off) | builtin | "
+        "builtin:N (generated word problems) | a JSONL file of question/answer (GSM8K format).",
+    )
+    math_suffix: str | None = opt(
+        None,
+        "Text appended to each math question; null = the paper's 'Output only the number "
+        "answer.'; '' = nothing (the last number of the response is graded).",
+    )
 
     def __post_init__(self) -> None:
         _require(self.temperature >= 0, "eval.temperature", "must be >= 0")
         _require(0 < self.top_p <= 1, "eval.top_p", "must be in (0, 1]")
         _require(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
+        _require(
+            self.report_to in (None, "tensorboard", "wandb"),
+            "eval.report_to",
+            f"null | tensorboard | wandb, got {self.report_to!r}",
+        )
+        _require(self.category_classifier != "", "eval.category_classifier", "null|seed|a model")
+        _require(self.math_set != "", "eval.math_set", "null, builtin, builtin:N or a file")
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,12 @@ from tpo.config import RunConfig
 from tpo.data import builtin_split, load_instructions
 from tpo.evaluation import eval_metrics, results_csv, results_table, score_map
 from tpo.generation import Budget
-from tpo.judging import judge_samples, make_judge
+from tpo.judging import run_judge
 from tpo.models import load_model, load_tokenizer
 from tpo.pairs import build_pairs
 from tpo.prompts import thought_format
 from tpo.records import Instruction, Pair, Sample, Score
+from tpo.report import write_report
 from tpo.sampling import derive_seed, sample_instructions, sample_summary
 from tpo.store import (
     RunDir,
@@ -168,16 +169,21 @@ def generate(run: RunDir, models: Models, arm: str, iteration: int) -> None:
     _done(run, "generate", arm, iteration, **sample_summary(samples))
 
 
-def judge(run: RunDir, arm: str, iteration: int, eval_stage: bool = False) -> list[Score]:
+def judge(
+    run: RunDir, arm: str, iteration: int, eval_stage: bool = False
+) -> tuple[list[Score], dict[str, Any]]:
+    """Scores of one arm and iteration's samples, and the judge's summary (calls, cache...)."""
     prefix = "eval_" if eval_stage else ""
     d = run.iter_dir(arm, iteration)
     samples = read_jsonl(d / f"{prefix}samples.jsonl", Sample.from_dict)
     source = heldout_instructions(run) if eval_stage else train_instructions(run, iteration)
-    return judge_samples(
+    return run_judge(
         d / f"{prefix}scores.jsonl",
         samples,
         {i.id: i for i in source},
-        make_judge(run.config.judge),
+        run.config.judge,
+        run.root,
+        run.config.seed,
         desc=f"{arm} iter {iteration} {prefix}judge",
     )
 
@@ -185,10 +191,12 @@ def judge(run: RunDir, arm: str, iteration: int, eval_stage: bool = False) -> li
 def judge_stage(run: RunDir, arm: str, iteration: int) -> None:
     if run.is_done("judge", arm, iteration):
         return
-    scores = judge(run, arm, iteration)
+    scores, summary = judge(run, arm, iteration)
     failed = sum(s.value is None for s in scores)
     mean = sum(s.value or 0.0 for s in scores) / max(len(scores), 1)
-    _done(run, "judge", arm, iteration, scores=len(scores), failed=failed, mean_score=mean)
+    _done(
+        run, "judge", arm, iteration, scores=len(scores), failed=failed, mean_score=mean, **summary
+    )
 
 
 def pairs(run: RunDir, arm: str, iteration: int) -> None:
@@ -259,7 +267,7 @@ def evaluate(run: RunDir, models: Models, arm: str, iteration: int) -> dict[str,
         (run.config.seed, "eval", arm, iteration),
         desc=f"{arm} iter {iteration} eval",
     )
-    scores = judge(run, arm, iteration, eval_stage=True)
+    scores, _ = judge(run, arm, iteration, eval_stage=True)
     baseline = None
     if (arm, iteration) != ("direct", 0):
         base_dir = run.iter_dir("direct", 0)
@@ -303,8 +311,16 @@ def results(run: RunDir) -> list[dict[str, Any]]:
             row["train_natural_parse_rate"] = done.get(
                 RunDir.stage_key("generate", arm, t), {}
             ).get("natural_parse_rate")
+            d = run.iter_dir(arm, t)  # the files below come from evaluation.suite
+            h2h = _optional_json(d / "h2h_vs_direct.json")
+            row["h2h_vs_direct"], row["h2h_vs_direct_se"] = h2h.get("win_rate"), h2h.get("se")
+            row["math_accuracy"] = _optional_json(d / "math.json").get("accuracy")
             rows.append(row)
     return rows
+
+
+def _optional_json(path: Path) -> dict[str, Any]:
+    return dict(read_json(path)) if path.exists() else {}
 
 
 def write_results(run: RunDir) -> list[dict[str, Any]]:
@@ -325,9 +341,14 @@ def run_all(run: RunDir) -> list[dict[str, Any]]:
             for t in range(1, run.config.iterations + 1):
                 iteration(run, models, arm, t)
                 write_results(run)
+        from tpo.evaluation import suite  # it builds on this module
+
+        suite.after_run(run, models)  # tpo vs direct per iteration; math if configured
         rows = write_results(run)
+        suite.track(run, rows)
     log("results (held-out split):\n" + results_table(rows))
     log(f"run directory: {run.root}")
+    log(f"report: {write_report(run.root)}")
     return rows
 
 

@@ -123,6 +123,8 @@ class RunDir:
         cfg_path = root / "config.yaml"
         if cfg_path.exists():
             old = yaml.safe_load(cfg_path.read_text()) or {}
+            with contextlib.suppress(ConfigError):  # fill keys added since, with defaults
+                old = config_from_dict(old).to_dict()
             diff = _first_difference(old, config.to_dict())
             if diff:
                 raise StoreError(
