@@ -28,7 +28,7 @@ from tpo.judges import JudgeError, JudgeItem
 from tpo.judges.backends import OpenAICompatible, openai_backend
 from tpo.judges.cache import JudgeCache
 from tpo.judges.llm import PairwiseJudge, PointwiseJudge
-from tpo.judging import judge_samples
+from tpo.judging import judge_samples, make_judge
 from tpo.prompts import thought_format
 from tpo.records import Instruction, Response, Sample, Score
 from tpo.sampling import make_sample
@@ -56,7 +56,8 @@ def fair_judge(prompt: str) -> str:
 
 
 class FakeServer:
-    """A threaded OpenAI-compatible server; `failures` are consumed one per request."""
+    """A threaded OpenAI-compatible server; `failures` are consumed one per request ("ok":
+    answer normally), then `always` applies."""
 
     def __init__(self, answer: Callable[[str], str] = fair_judge, api_key: str | None = None):
         self.answer = answer
@@ -106,6 +107,8 @@ class FakeServer:
         if h.path != "/v1/chat/completions":
             return self._send(h, 404, '{"error": {"message": "no such route"}}')
         if self.api_key and h.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return self._send(h, 401, '{"error": {"message": "Incorrect API key provided"}}')
+        if failure == "401":
             return self._send(h, 401, '{"error": {"message": "Incorrect API key provided"}}')
         if failure == "500":
             return self._send(h, 500, '{"error": {"message": "internal error"}}')
@@ -246,6 +249,27 @@ def test_wrong_path_is_one_clear_error(server: FakeServer) -> None:
         judge.score(group([3]))
 
 
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_answers_before_a_refused_key_are_cached(
+    server: FakeServer, tmp_path: Path, concurrency: int
+) -> None:
+    """A 401 stops the judge mid-chunk, but the answers the other calls of that chunk got
+    are cached, so a rerun does not pay for them again."""
+    server.failures = ["ok"] * 3
+    server.always = "401"
+    cache_file = tmp_path / "cache.sqlite"
+    judge = PointwiseJudge(backend(server.url, concurrency=concurrency), JudgeCache(cache_file))
+    with pytest.raises(JudgeError, match="HTTP 401") as info:
+        judge.score(group(list(range(1, 9))))
+    assert "\n" not in str(info.value)
+    assert len(JudgeCache(cache_file)) == 3 and judge.stats.calls - judge.stats.failed == 3
+    server.always = None
+    sent = server.requests
+    again = PointwiseJudge(backend(server.url, concurrency=concurrency), JudgeCache(cache_file))
+    assert again.score(group(list(range(1, 9)))) == [float(v) for v in range(1, 9)]
+    assert again.stats.cached == 3 and again.stats.calls == server.requests - sent == 5
+
+
 def test_openai_without_a_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
@@ -381,6 +405,50 @@ def test_all_calls_failing_stops_the_stage_with_one_line(
     pipeline.judge_stage(run, "tpo", 1)  # the endpoint is back: resume
     summary = read_json(run.manifest_path)["done"]["tpo/iter_1/judge"]
     assert summary["failed"] == 1 and summary["call_failures"] == 0
+
+
+def test_endpoint_dying_mid_run_stops_and_resumes(server: FakeServer, tmp_path: Path) -> None:
+    """After 10 answers every request fails. The stage stops once 8 calls in a row failed
+    (not after every remaining call has been retried), keeps the scores it wrote, and a rerun
+    judges only what is missing or failed."""
+    server.failures = ["ok"] * 10
+    server.always = "500"
+    run = make_run(tmp_path, server.url, type="pointwise", concurrency=2, max_retries=0)
+    path = run.iter_dir("tpo", 1) / "scores.jsonl"
+    samples = read_jsonl(run.iter_dir("tpo", 1) / "samples.jsonl", Sample.from_dict)
+    instructions = {i.id: i for i in pipeline.train_instructions(run, 1)}
+    judge = make_judge(run.config.judge, run.root)
+    # chunks of two prompts: 7 calls (one parse failure), then 3 answers and 5 failures (a
+    # streak of at most 5), then 8 failures: stop
+    with pytest.raises(JudgeError, match=r"the last \d+ calls of the judge .*HTTP 500") as info:
+        judge_samples(path, samples, instructions, judge, chunk=8)
+    assert "\n" not in str(info.value)
+    assert server.requests == 7 + 8 + 8
+    written = read_jsonl(path, Score.from_dict)
+    assert len(written) == 16
+    assert sum(s.error == "judge_failed" for s in written) == 5
+    server.always = None
+    resumed = make_judge(run.config.judge, run.root)
+    scores = judge_samples(path, samples, instructions, resumed, chunk=8)
+    assert len(scores) == 32 and not any(s.error == "judge_failed" for s in scores)
+    assert resumed.stats.calls == 5 + 16 and resumed.stats.cached == 3
+
+
+def test_a_judge_whose_every_answer_is_unparsed_is_warned_about(
+    server: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.answer = lambda prompt: "I like turtles."
+    run = make_run(tmp_path, server.url, type="pointwise", cache=False)
+    pipeline.judge_stage(run, "tpo", 1)  # completes: the scores are written, all null
+    scores = read_jsonl(run.iter_dir("tpo", 1) / "scores.jsonl", Score.from_dict)
+    assert len(scores) == 32 and all(s.value is None for s in scores)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert len(warnings) == 1, warnings
+    assert "none of the 31 answers of judge pointwise:openai:" in warnings[0]
+    assert warnings[0].startswith("[tpo] tpo iter 1 judge: warning:")
+    server.answer = fair_judge  # a judge that answers in form: no warning
+    pipeline.judge_stage(run, "direct", 1)
+    assert "warning:" not in capsys.readouterr().err
 
 
 def test_cli_wrong_key_is_one_error_line(server: FakeServer, tmp_path: Path) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from tpo.config import JudgeConfig
+from tpo import pipeline
+from tpo.config import JudgeConfig, config_from_dict, read_preset
 from tpo.judges import JudgeError, JudgeItem
 from tpo.judges.backends import LocalLLM
 from tpo.judges.cache import JudgeCache
@@ -20,6 +22,7 @@ from tpo.judges.reward_model import RewardModelJudge
 from tpo.judges.verifier import VerifierJudge
 from tpo.judging import make_judge
 from tpo.records import Instruction, Response
+from tpo.store import RunDir
 
 CUSTOM_CODE = '''
 from dataclasses import dataclass
@@ -150,6 +153,39 @@ def test_missing_reward_model_is_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
 
 
+BROKEN_TEMPLATE = "{{ raise_exception('this template takes no user turns') }}"
+
+
+def with_broken_template(source: str | Path, path: Path) -> Path:
+    """A copy of a checkpoint whose chat template raises on every conversation."""
+    from transformers import AutoTokenizer
+
+    shutil.copytree(source, path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.chat_template = BROKEN_TEMPLATE
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_reward_model_whose_chat_template_raises_is_one_line(
+    reward_path: Path, tmp_path: Path
+) -> None:
+    path = with_broken_template(reward_path, tmp_path / "broken-rm")
+    with pytest.raises(JudgeError, match=r"reward model '.*broken-rm'.*no user turns") as info:
+        RewardModelJudge(str(path), device="cpu").score(items())
+    assert "\n" not in str(info.value)
+
+
+def test_local_llm_judge_whose_chat_template_raises_is_one_line(
+    tiny_path: str, tmp_path: Path
+) -> None:
+    path = with_broken_template(tiny_path, tmp_path / "broken-llm")
+    judge = PointwiseJudge(LocalLLM(str(path), device="cpu", max_new_tokens=4))
+    with pytest.raises(JudgeError, match=r"judge model .*broken-llm.*no user turns") as info:
+        judge.score(items()[:2])
+    assert "\n" not in str(info.value)
+
+
 def test_tiny_causal_lm_as_judge_gives_garbage_counted_as_ties(tiny_path: str) -> None:
     """A random model never writes a verdict: every comparison is unparsable, so a tie."""
     backend = LocalLLM(tiny_path, device="cpu", batch_size=8, max_new_tokens=6)
@@ -181,3 +217,33 @@ def test_make_judge_builds_each_type(tmp_path: Path, reward_path: Path) -> None:
     )
     pointwise = make_judge(cfg, tmp_path)
     assert isinstance(pointwise, PointwiseJudge) and (tmp_path / "elsewhere.sqlite").is_file()
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_a_local_judge_never_shares_memory_with_the_policy(
+    reward_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local: bool
+) -> None:
+    """With a reward model as judge, the policy model is dropped before the judge stage and
+    before the eval judging; a rule judge needs no memory, so the policy stays loaded."""
+    data = read_preset("tiny")
+    if local:
+        data["judge"] = {"type": "reward_model", "model": str(reward_path), "device": "cpu"}
+    run = RunDir.open(tmp_path / "run", config_from_dict(data))
+    pipeline.prepare_data(run)
+    models = pipeline.Models(run)
+    policy_at_judging = []
+    real_run_judge = pipeline.run_judge
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        policy_at_judging.append(models.model is not None)
+        return real_run_judge(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_judge", spy)
+    monkeypatch.setattr(pipeline, "train", lambda *args: None)
+    monkeypatch.setattr(pipeline, "evaluate", lambda *args: {})
+    pipeline.iteration(run, models, "direct", 1)  # generate (policy loaded), judge, pairs
+    monkeypatch.undo()
+    monkeypatch.setattr(pipeline, "run_judge", spy)
+    pipeline.evaluate(run, models, "direct", 0)  # generate held-out outputs, judge them
+    assert policy_at_judging == [not local, not local]
+    assert run.is_done("judge", "direct", 1) and run.is_done("eval", "direct", 0)

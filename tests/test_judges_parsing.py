@@ -29,6 +29,17 @@ from tpo.records import Instruction, Response
         ("Response A is better at first sight, but Response B is better overall.", "B"),
         ("It is a tie: both answer the question.", "tie"),
         ("Verdict: I cannot tell. Response A is better.", "A"),  # unreadable line, free text
+        # the article "a" is not the letter A
+        ("Verdict: a clear win for B", "B"),
+        ("Verdict: A clear win for B.", "B"),
+        ("The better response is B.", "B"),
+        ("Verdict: I choose B", "B"),
+        ("Verdict: B, because it answers the question.", "B"),
+        ("Verdict: A is better", "A"),
+        ("The winner is A.", "A"),
+        # the fixed final line wins over a later loose mention
+        ("**Final Verdict:** [[A]]\nThough one might say B is a close second.", "A"),
+        ("Verdict: A\nI would pick a winner carefully.\nVerdict: B", "B"),
     ],
 )
 def test_verdicts_are_read_from_free_text(text: str, verdict: str) -> None:
@@ -37,7 +48,15 @@ def test_verdicts_are_read_from_free_text(text: str, verdict: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "The responses differ.", "Verdict: unclear", "a b a b", "Both have merit; A and B."],
+    [
+        "",
+        "The responses differ.",
+        "Verdict: unclear",
+        "a b a b",
+        "Both have merit; A and B.",
+        "Verdict: a matter of taste",
+        "I choose a different approach to judging.",
+    ],
 )
 def test_garbage_has_no_verdict(text: str) -> None:
     assert parse_verdict(text) is None
@@ -53,13 +72,20 @@ def test_garbage_has_no_verdict(text: str) -> None:
         ("Score: 3\nActually, revised score: 5", 5.0),
         ("score = 10", 10.0),
         ("Score: 7.5", 7.5),
+        # the line that states the score wins over a later mention of another number
+        ("Score: 7\n(The score of 10 is for perfect answers.)", 7.0),
+        ("**Final score:** 6/10\nA score of 9 would need examples.", 6.0),
+        ("I would rate it 9.", 9.0),
+        ("I rate this response 7.5 overall.", 7.5),
     ],
 )
 def test_scores_are_read(text: str, score: float) -> None:
     assert parse_score(text) == score
 
 
-@pytest.mark.parametrize("text", ["", "Good answer.", "Score: 0", "Score: 11", "Score: none"])
+@pytest.mark.parametrize(
+    "text", ["", "Good answer.", "Score: 0", "Score: 11", "Score: none", "I would rate it 95%."]
+)
 def test_missing_or_out_of_range_scores_are_none(text: str) -> None:
     assert parse_score(text) is None
 

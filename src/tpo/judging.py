@@ -7,12 +7,16 @@ twice. On resume, an instruction whose scores are incomplete (a cut-off last chu
 judge failure is judged again as a whole: a pairwise judge's scores only mean something
 together, and a failed call deserves another try. The judge cache makes the repeat free.
 
-If every judge call of the stage so far has failed (endpoint down, wrong URL), the stage stops
-with a one-line `JudgeError` after writing what it has; rerunning resumes.
+If every judge call of the stage so far has failed (endpoint down, wrong URL), or an LLM judge's
+last calls all failed (an endpoint that died mid-run), the stage stops with a one-line
+`JudgeError`, keeping the scores it wrote and the answers it cached; rerunning resumes. A judge
+whose every answer had no verdict or score gets a warning line, not an error: its null scores
+or ties are written, and the run goes on (a tiny test model is such a judge).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -128,6 +132,19 @@ def judge_summary(stats: JudgeStats, seconds: float) -> dict[str, Any]:
     return out
 
 
+def unparsed_warning(stats: JudgeStats, name: str) -> str | None:
+    """A warning when the judge answered but none of its answers held a verdict or score
+    (a model that cannot follow the judge prompt, a wrong model name): every score of the
+    stage is then null (pointwise) or a tie (pairwise), and no pair can be formed from them."""
+    if stats.answers == 0 or stats.unparsed < stats.answers:
+        return None
+    return (
+        f"warning: none of the {stats.answers} answers of judge {name} held a verdict or score "
+        "(all unparsed), so its scores carry no preference; check judge.model and that it "
+        "follows the judge prompt"
+    )
+
+
 def _chunks_by_instruction(samples: Sequence[Sample], size: int) -> list[list[Sample]]:
     """Chunks of about `size` samples that never split one instruction's samples, so a judge
     that compares the K responses of a prompt (pairwise) always gets them in one call."""
@@ -222,4 +239,7 @@ def run_judge(
     judge = make_judge(cfg, run_root, seed)
     start = time.perf_counter()
     scores = judge_samples(path, samples, instructions, judge, desc=desc)
+    warning = unparsed_warning(judge.stats, judge.name)
+    if warning:
+        print(f"[tpo] {desc}: {warning}", file=sys.stderr, flush=True)
     return scores, judge_summary(judge.stats, time.perf_counter() - start)

@@ -37,7 +37,8 @@ class JudgeItem:
 class JudgeStats:
     """What a judge did. `calls` are model or API calls made (cache hits are not calls);
     `failed` calls gave no answer after all retries; `unparsed` answers had no verdict or score;
-    `ties` are pairwise comparisons judged a tie (identical responses included)."""
+    `ties` are pairwise comparisons judged a tie (identical responses included);
+    `failing_streak` counts the failed calls since the last answer."""
 
     calls: int = 0
     cached: int = 0
@@ -46,6 +47,8 @@ class JudgeStats:
     unparsed: int = 0
     ties: int = 0
     last_error: str | None = None
+    failing_streak: int = 0  # calls failed in a row, up to the latest
+    answers: int = 0  # LLM answers read for a verdict or score, cache hits included
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -4,7 +4,10 @@ HTTP endpoint (vLLM, SGLang, llama.cpp server, OpenAI itself).
 Both continue chat conversations greedily and return one `Reply` per conversation: the text,
 or None and an error. A backend never raises for one bad call; a judge counts a failed
 comparison as a tie and a failed score as a null, and the run goes on. It raises `JudgeError`
-only when no call can succeed: a refused key (401/403) or an unknown model or URL (404).
+only when no call can succeed: a refused key (401/403) or an unknown model or URL (404); the
+error (`FatalCallError`) carries what the other calls of that batch returned, so the judge
+caches it and a rerun does not pay for it twice. A local model that cannot format or run the
+judge prompt raises a one-line `JudgeError` naming it.
 
 The HTTP client retries timeouts, connection errors, 408, 429 and 5xx with exponential backoff
 (`retry_backoff_s`, doubling; a server's Retry-After is honoured up to a minute) and runs up to
@@ -19,7 +22,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,6 +38,16 @@ FATAL_STATUS = {
     403: "access denied for this key",
     404: "not found; check judge.base_url and judge.model",
 }
+
+
+class FatalCallError(JudgeError):
+    """A call that no retry can fix (401, 403, 404) stopped a batch. `replies` holds what the
+    other calls of that batch did return (None where a call gave nothing or was never sent), so
+    the judge can cache those answers before it stops."""
+
+    def __init__(self, message: str, replies: Sequence[Reply | None] = ()):
+        super().__init__(message)
+        self.replies = list(replies)
 
 
 @dataclass(frozen=True)
@@ -111,17 +124,34 @@ class LocalLLM:
         from tpo.generation import SamplingParams
 
         generator = self._load()
-        prompts = [
-            generator.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-            for c in conversations
-        ]
+        try:
+            prompts = [
+                generator.tokenizer.apply_chat_template(
+                    c, tokenize=False, add_generation_prompt=True
+                )
+                for c in conversations
+            ]
+        except Exception as exc:  # a template that raises or refuses the user role...
+            raise JudgeError(
+                f"judge model {self.model}: its chat template cannot format the judge "
+                f"prompt: {_first_line(exc)}"
+            ) from None
         try:
             done = generator.generate(prompts, SamplingParams(0.0, 1.0, self.max_new_tokens), 0)
         except torch.cuda.OutOfMemoryError:
             raise JudgeError(
                 f"judge model {self.model} ran out of GPU memory; lower judge.batch_size"
             ) from None
+        except Exception as exc:  # e.g. a prompt longer than the model's positions
+            raise JudgeError(
+                f"judge model {self.model} failed to generate: {_first_line(exc)}"
+            ) from None
         return [Reply(c.text) for c in done]
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return _snippet(lines[0]) if lines else type(exc).__name__
 
 
 def _snippet(text: str, limit: int = 200) -> str:
@@ -176,16 +206,33 @@ class OpenAICompatible:
         return 4 * self.concurrency
 
     def complete(self, conversations: Sequence[Messages]) -> list[Reply]:
+        """One reply per conversation. A fatal answer (401/403/404) cancels the calls not yet
+        sent, waits for those in flight, and raises `FatalCallError` with their replies."""
+        replies: list[Reply | None] = [None] * len(conversations)
+        fatal: JudgeError | None = None
         if self.concurrency == 1 or len(conversations) <= 1:
-            return [self._request(c) for c in conversations]
-        with ThreadPoolExecutor(min(self.concurrency, len(conversations))) as pool:
-            futures = [pool.submit(self._request, c) for c in conversations]
-            try:
-                return [f.result() for f in futures]
-            except JudgeError:
-                for f in futures:
-                    f.cancel()
-                raise
+            for k, c in enumerate(conversations):
+                try:
+                    replies[k] = self._request(c)
+                except JudgeError as exc:
+                    fatal = exc
+                    break
+        else:
+            with ThreadPoolExecutor(min(self.concurrency, len(conversations))) as pool:
+                futures = [pool.submit(self._request, c) for c in conversations]
+                for k, f in enumerate(futures):
+                    try:
+                        replies[k] = f.result()
+                    except CancelledError:
+                        pass
+                    except JudgeError as exc:
+                        if fatal is None:
+                            fatal = exc
+                            for later in futures[k + 1 :]:
+                                later.cancel()
+        if fatal is not None:
+            raise FatalCallError(str(fatal), replies) from None
+        return [r for r in replies if r is not None]
 
     def _request(self, messages: Messages) -> Reply:
         body = {

@@ -7,7 +7,8 @@ of the judge's identity (model, prompt version, settings) and the texts it saw: 
 and response, or instruction and both responses in their order for a pairwise comparison.
 
 sqlite3 (standard library) rather than a JSONL file: lookups by key without reading the whole
-file, and safe when two processes (two arms run side by side) write at once. Only answers are
+file, and safe when two processes (two arms run side by side) write at once: the database is
+in write-ahead-log mode, so one process reading never blocks the other's writes. Only answers are
 stored, never failures, so a call that failed is tried again next time.
 
 >>> cache = JudgeCache(":memory:")
@@ -46,6 +47,10 @@ class JudgeCache:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False)
+            if self.path != ":memory:":
+                # write-ahead log: a reader never blocks a writer, so two processes (two arms
+                # side by side) can share one cache; the setting stays with the file
+                self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS judgements (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
             )

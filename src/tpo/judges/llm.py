@@ -12,8 +12,9 @@ ceil(m/2) calls, and the cycle keeps the comparison graph connected, so the fit 
 Identical responses tie without a call. A prompt whose every comparison failed gets null scores
 (no information), and a lone response gets 1000.
 
-Pointwise: the judge model rates one response on a written 1-10 rubric; the last "Score: N"
-in its answer is the score, and no score (or one outside 1-10) is a null.
+Pointwise: the judge model rates one response on a written 1-10 rubric; the last line that
+states "Score: N" is the score (a loose mention such as "I would rate it 9" only when there is
+no such line), and no score (or one outside 1-10) is a null.
 
 Both let the judge reason first and read a fixed final line, and both parsers tolerate free
 text around it. The prompts are ours; their hash is part of every cache key, so editing a
@@ -30,12 +31,13 @@ from collections.abc import Sequence
 from typing import Literal
 
 from tpo.judges import JudgeError, JudgeItem, JudgeStats
-from tpo.judges.backends import LLMBackend, Messages
+from tpo.judges.backends import FatalCallError, LLMBackend, Messages, Reply
 from tpo.judges.bradley_terry import ELO_BASE, bradley_terry, elo, win_matrix
 from tpo.judges.cache import JudgeCache, cache_key
 from tpo.sampling import derive_seed
 
 Verdict = Literal["A", "B", "tie"]
+MIN_FAILING_STREAK = 8
 
 PAIRWISE_PROMPT = """\
 Please act as an impartial judge. Below are an instruction and two responses to it. Decide \
@@ -85,10 +87,22 @@ def _version(prompt: str) -> str:
 
 # --- parsing -----------------------------------------------------------------------------
 
+# The fixed final line the prompt asks for, with any markdown around it: "**Verdict:** [[B]]".
+_D = r"[ \t*_`'\"\[\]()<>{}#]*"  # spaces and markdown, within one line
+_EXACT_VERDICT = re.compile(
+    rf"^{_D}(?:(?:final|overall|my)\s+)?verdict{_D}[:=\-]?{_D}(?:response\s+)?(a|b|tie)"
+    rf"{_D}[.!]?{_D}$",
+    re.IGNORECASE | re.MULTILINE,
+)
 _VERDICT_LINE = re.compile(r"verdict\b[^\n\w]*(?:is\b)?([^\n]*)", re.IGNORECASE)
-_DECORATION = re.compile(r"[*_`\"'\[\]()<>{}:.,!]")
+_DECORATION = re.compile(r"[*_`\"\[\]()<>{}]")
 _TIE_WORDS = re.compile(r"^(?:it'?s\s+)?(?:a\s+)?(?:tie|draw|equal|both|neither)\b")
-_LETTER = re.compile(r"^(?:response|assistant|output|answer)?\s*([ab])\b")
+# A bare letter is a verdict only where it stands alone: the article "a" never does.
+_ALONE = (
+    r"(?=\s*(?:$|[.,;:!?\-]|(?:is|was)\s+(?:\w+\s+)?(?:the\s+)?(?:better|best|winner|superior|"
+    r"preferred|stronger)\b|wins?\b|won\b|over\b))"
+)
+_LETTER = re.compile(rf"^(?:(?:response|assistant|output|answer)\s*([ab])\b|([ab]){_ALONE})")
 _FREE_TEXT: list[
     tuple[re.Pattern[str], Verdict | None]
 ] = [  # (pattern, verdict or None when the pattern's group names it)
@@ -101,10 +115,43 @@ _FREE_TEXT: list[
         ),
         None,
     ),
-    (re.compile(r"\b(?:prefer|choose|pick)\s+(?:response|output)\s*\(?([AB])\)?", re.I), None),
+    (
+        re.compile(
+            r"\b(?:prefer|choose|pick|select|go\s+with)\s+(?:(?:response|output|assistant)\s*"
+            rf"\(?([AB])\)?|([AB]){_ALONE})",
+            re.IGNORECASE,
+        ),
+        None,
+    ),
+    (
+        re.compile(
+            r"\b(?:better|best|preferred|stronger|superior|winning)\s+(?:response|answer|output|one)"
+            rf"\s+(?:is|was)\s+(?:response\s+)?\(?([AB])\)?{_ALONE}",
+            re.IGNORECASE,
+        ),
+        None,
+    ),
+    (
+        re.compile(
+            rf"\b(?:winner\s+is|win\s+(?:for|to)|goes\s+to)\s+(?:response\s+)?\(?([AB])\)?{_ALONE}",
+            re.IGNORECASE,
+        ),
+        None,
+    ),
     (re.compile(r"\b(?:it'?s|it\s+is)\s+a\s+(?:tie|draw)\b", re.IGNORECASE), "tie"),
     (re.compile(r"\bboth\s+(?:responses\s+)?are\s+equally\b", re.IGNORECASE), "tie"),
 ]
+
+
+def _free_text(text: str) -> Verdict | None:
+    """The last free-text verdict in `text`."""
+    found: list[tuple[int, Verdict]] = []
+    for pattern, fixed in _FREE_TEXT:
+        for m in pattern.finditer(text):
+            word = fixed or next(g for g in m.groups() if g).upper()
+            verdict: Verdict = "tie" if word in ("C", "tie") else "A" if word == "A" else "B"
+            found.append((m.start(), verdict))
+    return max(found)[1] if found else None
 
 
 def _verdict_word(tail: str) -> Verdict | None:
@@ -112,12 +159,16 @@ def _verdict_word(tail: str) -> Verdict | None:
     if _TIE_WORDS.match(clean):
         return "tie"
     letter = _LETTER.match(clean)
-    return "A" if letter and letter.group(1) == "a" else "B" if letter else None
+    if letter:
+        return "A" if (letter.group(1) or letter.group(2)) == "a" else "B"
+    return _free_text(tail)  # "Verdict: I choose B", "Verdict: a clear win for B"
 
 
 def parse_verdict(text: str) -> Verdict | None:
-    """The judge's verdict: its last "Verdict: ..." line, else the last free-text verdict
-    ("[[A]]", "Response B is better", "it's a tie"); None when there is none.
+    """The judge's verdict: its last line in the asked-for form ("Verdict: A", markdown
+    allowed), else its last readable "Verdict ..." line, else the last free-text verdict
+    ("[[A]]", "Response B is better", "I choose B", "it's a tie"); None when there is none.
+    A bare letter counts only where it stands alone, so the article "a" is never "A".
 
     >>> parse_verdict("A is shorter, B is correct.\\n**Verdict:** [[B]]")
     'B'
@@ -125,45 +176,68 @@ def parse_verdict(text: str) -> Verdict | None:
     'tie'
     >>> parse_verdict("On balance, Response A is better than B.")
     'A'
+    >>> parse_verdict("Verdict: a clear win for B")
+    'B'
     >>> parse_verdict("I cannot decide what a or b means.") is None
     True
     """
+    exact = _EXACT_VERDICT.findall(text)
+    if exact:
+        word = exact[-1].lower()
+        return "tie" if word == "tie" else "A" if word == "a" else "B"
     for match in reversed(list(_VERDICT_LINE.finditer(text))):
         verdict = _verdict_word(match.group(1))
         if verdict is not None:
             return verdict
-    found: list[tuple[int, Verdict]] = []
-    for pattern, fixed in _FREE_TEXT:
-        for m in pattern.finditer(text):
-            word = fixed or m.group(1).upper()
-            found.append((m.start(), "tie" if word in ("C", "tie") else word))  # type: ignore[arg-type]
-    return max(found)[1] if found else None
+    return _free_text(text)
 
 
+_NUMBER = r"(\d+(?:\.\d+)?)"
+# A whole line that states the score, as the prompt asks: "Score: 7", "**Rating:** [[6]]",
+# "Final score = 8/10", "Actually, revised score: 5". Prose that merely mentions a score
+# ("the score of 10 is for perfect answers") is not such a line.
+_SCORE_LINE = re.compile(
+    rf"^{_D}(?:[\w,'-]+\s+){{0,3}}?(?:score|rating){_D}(?:[:=\-]|\s+is\b)?{_D}{_NUMBER}{_D}"
+    rf"(?:(?:/|out\s+of)\s*10)?{_D}[.!]?{_D}$",
+    re.IGNORECASE | re.MULTILINE,
+)
 _SCORE = re.compile(
-    r"\b(?:score|rating)\b[^\n\d]{0,12}?(\d+(?:\.\d+)?)(?:\s*(?:/|out\s+of)\s*10)?", re.I
+    rf"\b(?:score|rating)\b[^\n\d]{{0,12}}?{_NUMBER}(?:\s*(?:/|out\s+of)\s*10)?", re.I
 )
 _OUT_OF_TEN = re.compile(
-    r"(?:\[\[\s*(\d+(?:\.\d+)?)\s*\]\])|\b(\d+(?:\.\d+)?)\s*(?:/|out\s+of)\s*10\b"
+    rf"(?:\[\[\s*{_NUMBER}\s*\]\])|\b{_NUMBER}\s*(?:/|out\s+of)\s*10\b"
+    rf"|\b(?:rate|grade|give)\s+(?:it|this(?:\s+response)?|the\s+response)\s+(?:an?\s+)?{_NUMBER}"
+    r"(?!\.?\d)(?!\s*(?:%|/|out\b))",
+    re.IGNORECASE,
 )
 
 
 def parse_score(text: str) -> float | None:
-    """The last "Score: N" (or "Rating: N", "N/10", "[[N]]"); None unless 1 <= N <= 10.
+    """The last line that states the score ("Score: N", "Rating: N/10", markdown allowed),
+    else the last loose mention ("score of N", "N/10", "[[N]]", "I would rate it N");
+    None unless 1 <= N <= 10.
 
     >>> parse_score("Clear and correct.\\nScore: 8/10")
     8.0
+    >>> parse_score("Score: 7\\n(The score of 10 is for perfect answers.)")
+    7.0
     >>> parse_score("I would give it a 7 out of 10.")
     7.0
     >>> parse_score("Score: 11") is None, parse_score("Looks fine to me.") is None
     (True, True)
     """
-    matches = [(m.start(), m.group(1)) for m in _SCORE.finditer(text)]
-    if not matches:
-        matches = [(m.start(), m.group(1) or m.group(2)) for m in _OUT_OF_TEN.finditer(text)]
-    if not matches:
-        return None
-    value = float(max(matches)[1])
+    lines = _SCORE_LINE.findall(text)
+    if lines:
+        value = float(lines[-1])
+    else:
+        matches = [(m.start(), m.group(1)) for m in _SCORE.finditer(text)]
+        if not matches:
+            matches = [
+                (m.start(), next(g for g in m.groups() if g)) for m in _OUT_OF_TEN.finditer(text)
+            ]
+        if not matches:
+            return None
+        value = float(max(matches)[1])
     return value if 1.0 <= value <= 10.0 else None
 
 
@@ -205,6 +279,12 @@ def outcome(verdict: str | None) -> float:
 # --- asking ------------------------------------------------------------------------------
 
 
+def failing_streak_limit(backend: LLMBackend) -> int:
+    """Consecutive failed calls after which the endpoint counts as down: at least 8, and at
+    least half a chunk (2 x concurrency), so one burst of errors alone does not stop a run."""
+    return max(MIN_FAILING_STREAK, backend.chunk_size // 2)
+
+
 def ask(
     backend: LLMBackend,
     cache: JudgeCache | None,
@@ -214,36 +294,63 @@ def ask(
     """The judge's answer to each (cache key, conversation), None where the call failed.
 
     Answers come from the cache where present; the rest are asked once per distinct key, in
-    chunks, and each chunk's answers are cached before the next is sent. If every call this
-    judge has made failed (a dead endpoint, a wrong URL), the first chunk raises JudgeError
-    rather than wait out the retries of thousands more."""
+    chunks, and each chunk's answers are cached before the next is sent (also when a refused
+    key or a wrong URL stops the chunk). The first chunk raises JudgeError if every call this
+    judge has made failed (a dead endpoint, a wrong URL), and any chunk does once the last
+    `failing_streak_limit` calls all failed (an endpoint that died mid-run), rather than wait
+    out the retries of thousands more."""
     texts: dict[str, str | None] = {}
     if cache is not None:
         hits = cache.get([key for key, _ in requests])
         texts.update((key, value["text"]) for key, value in hits.items())
     stats.cached += sum(key in texts for key, _ in requests)
     todo = list({key: msgs for key, msgs in requests if key not in texts}.items())
+    limit = failing_streak_limit(backend)
     for start in range(0, len(todo), backend.chunk_size):
         part = todo[start : start + backend.chunk_size]
-        replies = backend.complete([msgs for _, msgs in part])
-        fresh = {}
-        for (key, _), reply in zip(part, replies, strict=True):
-            stats.calls += 1
-            stats.retries += reply.attempts - 1
-            texts[key] = reply.text
-            if reply.text is None:
-                stats.failed += 1
-                stats.last_error = reply.error
-            else:
-                fresh[key] = {"text": reply.text}
-        if cache is not None:
-            cache.put(fresh)
+        try:
+            replies: Sequence[Reply | None] = backend.complete([msgs for _, msgs in part])
+        except FatalCallError as exc:
+            _record(part, exc.replies, texts, cache, stats)  # keep what did come back
+            raise
+        _record(part, replies, texts, cache, stats)
         if stats.failed == stats.calls:
             raise JudgeError(
                 f"all {stats.calls} calls of the judge {backend.identity} failed "
                 f"(last: {stats.last_error})"
             )
+        if stats.failing_streak >= limit:
+            raise JudgeError(
+                f"the last {stats.failing_streak} calls of the judge {backend.identity} failed "
+                f"(last: {stats.last_error}); stopped; answers so far are cached, rerun to resume"
+            )
     return [texts[key] for key, _ in requests]
+
+
+def _record(
+    part: Sequence[tuple[str, Messages]],
+    replies: Sequence[Reply | None],
+    texts: dict[str, str | None],
+    cache: JudgeCache | None,
+    stats: JudgeStats,
+) -> None:
+    """Count and cache the replies of one chunk; None: a call never made."""
+    fresh = {}
+    for (key, _), reply in zip(part, replies, strict=True):
+        if reply is None:
+            continue
+        stats.calls += 1
+        stats.retries += reply.attempts - 1
+        texts[key] = reply.text
+        if reply.text is None:
+            stats.failed += 1
+            stats.failing_streak += 1
+            stats.last_error = reply.error
+        else:
+            stats.failing_streak = 0
+            fresh[key] = {"text": reply.text}
+    if cache is not None:
+        cache.put(fresh)
 
 
 def _user(text: str) -> Messages:
@@ -315,6 +422,7 @@ class PairwiseJudge:
             else:
                 answer = answers[k]
                 verdict = "failed" if answer is None else parse_verdict(answer)
+                self.stats.answers += answer is not None
                 self.stats.unparsed += answer is not None and verdict is None
             self.stats.ties += verdict == "tie"
             out.append(verdict)
@@ -347,6 +455,7 @@ class PointwiseJudge:
         scores: list[float | None] = []
         for answer in ask(self.backend, self.cache, self.stats, requests):
             value = None if answer is None else parse_score(answer)
+            self.stats.answers += answer is not None
             self.stats.unparsed += answer is not None and value is None
             scores.append(value)
         return scores

@@ -178,7 +178,13 @@ class RewardModelJudge:
         device = next(self._model.parameters()).device
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            batch = self._encode([items[k] for k in idx]).to(device)
+            try:
+                batch = self._encode([items[k] for k in idx]).to(device)
+            except Exception as exc:  # a chat template that raises, a broken tokenizer...
+                raise JudgeError(
+                    f"reward model '{self.model_name}': cannot format or tokenize a "
+                    f"conversation with its tokenizer: {_first_line(exc)}"
+                ) from None
             try:
                 with torch.inference_mode():
                     result = self._model(**batch)
@@ -186,6 +192,10 @@ class RewardModelJudge:
                 raise JudgeError(
                     f"reward model '{self.model_name}' ran out of GPU memory; lower "
                     "judge.batch_size or judge.max_length"
+                ) from None
+            except Exception as exc:  # e.g. inputs longer than the model's positions
+                raise JudgeError(
+                    f"reward model '{self.model_name}' failed on a batch: {_first_line(exc)}"
                 ) from None
             # custom reward models (ArmoRM) return the preference score as `score`
             score = result.get("score") if "score" in result else result["logits"]
