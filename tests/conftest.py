@@ -1,8 +1,61 @@
-"""Shared fixtures: the tiny random model (built once, cached under $TPO_CACHE)."""
+"""Shared fixtures: the tiny random model (built once, cached under $TPO_CACHE).
+
+Optional dependencies (alpaca_eval, tensorboard, wandb, chromium, ...) are skipped where they
+are missing, but under CI (`CI` set, as CI services do) or with `TPO_REQUIRE_OPTIONAL=1` such a
+skip is a failure, so a broken install cannot pass unnoticed. vLLM is exempt: it cannot be
+installed on the CPU machines tests run on.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
+
+MISSING_DEPENDENCY = re.compile(r"could not import|not installed|no module named", re.IGNORECASE)
+EXEMPT = re.compile(r"vllm", re.IGNORECASE)
+
+
+def require_optional() -> bool:
+    """True under CI or with TPO_REQUIRE_OPTIONAL=1: a missing optional dependency fails."""
+    ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return ci or os.environ.get("TPO_REQUIRE_OPTIONAL", "").strip() == "1"
+
+
+def _skip_reason(report: Any) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # (path, line, "Skipped: ...")
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def _fail_missing_dependency(report: Any) -> None:
+    if not report.skipped or hasattr(report, "wasxfail") or not require_optional():
+        return
+    reason = _skip_reason(report)
+    if MISSING_DEPENDENCY.search(reason) and not EXEMPT.search(reason):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"optional dependency missing under CI / TPO_REQUIRE_OPTIONAL=1: {reason} "
+            "(install it, or unset CI and TPO_REQUIRE_OPTIONAL to skip)"
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    report = yield
+    _fail_missing_dependency(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[Any]:
+    report = yield
+    _fail_missing_dependency(report)
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from tpo.evaluation.export import (
     check_alpaca_eval,
     check_arena_hard,
     read_alpaca_eval,
+    read_question_file,
     read_questions,
     write_exports,
 )
@@ -71,6 +72,78 @@ def test_exports_read_back_by_the_formats_schemas(tmp_path):
         "Write a haiku about rain.",
         "Rain on the roof.",
     )
+
+
+def _categories(path):
+    return [(r["category"], r.get("cluster", r.get("subcategory"))) for r in _jsonl(path)]
+
+
+def test_arena_hard_categories_are_the_judges_settings_keys(tmp_path):
+    """gen_judgment.py looks up JUDGE_SETTINGS[question["category"]]: hard_prompt, coding,
+    math, creative_writing (v2.0) and arena-hard-v0.1 (v0.1). Our own questions get the
+    defaults, with our category as the cluster / subcategory."""
+    write_exports(tmp_path, "m", ROWS)
+    expected = ["poem", "", ""]
+    v01 = _categories(tmp_path / "arena-hard-v0.1" / "question.jsonl")
+    v2 = _categories(tmp_path / "arena-hard-v2.0" / "question.jsonl")
+    assert v01 == [("arena-hard-v0.1", c) for c in expected]
+    assert v2 == [("hard_prompt", c) for c in expected]
+    alpaca = json.loads((tmp_path / "alpaca_eval" / "m.json").read_text())
+    assert [r["dataset"] for r in alpaca] == ["tpo"] * 3
+
+
+def test_question_files_keep_their_categories_and_datasets(tmp_path):
+    """Questions from a benchmark's own file keep its fields in that benchmark's export (and
+    only there: a v2.0 category is no key of v0.1's settings, and the other way round)."""
+    v2 = tmp_path / "v2.jsonl"
+    v2.write_text(
+        "".join(
+            json.dumps({"uid": u, "category": c, "subcategory": s, "prompt": f"Q {u}?"}) + "\n"
+            for u, c, s in [("u1", "coding", "python"), ("u2", "creative_writing", "poems")]
+        )
+    )
+    instructions, sources = read_question_file(v2)
+    rows = [(ins, Response("answer")) for ins in instructions]
+    write_exports(tmp_path / "a", "m", rows, sources)
+    assert _categories(tmp_path / "a" / "arena-hard-v2.0" / "question.jsonl") == [
+        ("coding", "python"),
+        ("creative_writing", "poems"),
+    ]
+    assert _categories(tmp_path / "a" / "arena-hard-v0.1" / "question.jsonl") == [
+        ("arena-hard-v0.1", "coding"),  # our category of a v2.0 question is its category
+        ("arena-hard-v0.1", "creative_writing"),
+    ]
+
+    v01 = tmp_path / "v01.jsonl"
+    v01.write_text(
+        json.dumps(
+            {"question_id": "q9", "category": "arena-hard-v0.1", "cluster": "Python GUIs",
+             "turns": [{"content": "Write a Tk app."}]}
+        ) + "\n"
+    )  # fmt: skip
+    instructions, sources = read_question_file(v01)
+    write_exports(tmp_path / "b", "m", [(instructions[0], Response("ok"))], sources)
+    assert _categories(tmp_path / "b" / "arena-hard-v0.1" / "question.jsonl") == [
+        ("arena-hard-v0.1", "Python GUIs")
+    ]
+    assert _categories(tmp_path / "b" / "arena-hard-v2.0" / "question.jsonl") == [
+        ("hard_prompt", "")
+    ]
+
+    alpaca = tmp_path / "alpaca.json"
+    alpaca.write_text(
+        json.dumps(
+            [
+                {"instruction": "A?", "output": "", "generator": "g", "dataset": "helpful_base"},
+                {"instruction": "B?", "output": "", "generator": "g"},
+            ]
+        )
+    )
+    instructions, sources = read_question_file(alpaca)
+    files = write_exports(
+        tmp_path / "c", "m", [(ins, Response("x")) for ins in instructions], sources
+    )
+    assert [r["dataset"] for r in json.loads(files[0].read_text())] == ["helpful_base", "tpo"]
 
 
 def test_answer_ids_are_reproducible(tmp_path):

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tpo import pipeline
+from tpo import cli, pipeline
 from tpo.config import ConfigError, config_from_dict
 from tpo.evaluation import eval_metrics, results_table, score_map, suite
+from tpo.evaluation.lc import length_controlled_win_rate
 from tpo.generation import Completion, SamplingParams
 from tpo.judges import JudgeItem
 from tpo.judges.verifier import VerifierJudge
@@ -128,6 +129,16 @@ def test_head_to_head_hand_computed(run: RunDir):
     assert out["preferences"] == {"h1": 1.0, "h2": 0.5, "h3": 0.0, "h4": 0.0}
     saved = json.loads((run.iter_dir("tpo", 1) / "h2h_vs_direct.json").read_text())
     assert saved["win_rate"] == 0.375 and saved["judge"] == "verifier"
+    # length-controlled: tpo's response lengths "hello there", "ok Bye.", none (parse failure),
+    # "no" against direct's "Hello", "ok Bye.", "a, b", "cat", in that order
+    lc = length_controlled_win_rate([1.0, 0.5, 0.0, 0.0], [11, 7, 0, 2], [5, 7, 4, 3])
+    assert lc.lc_win_rate is not None
+    assert saved["lc_win_rate"] == pytest.approx(lc.lc_win_rate)
+    assert "lc_se" in saved and saved["lc_se"] == lc.lc_se  # None: no difficulty term
+    # the longer tpo response won here, so the length weight is positive; with the two
+    # sides' lengths swapped it would be negative
+    assert lc.weights["length"] > 0
+    assert saved["lc_weights"] == pytest.approx(lc.weights)
 
 
 def test_after_run_adds_head_to_head_to_results_once(run: RunDir):
@@ -138,7 +149,11 @@ def test_after_run_adds_head_to_head_to_results_once(run: RunDir):
     assert rows[("tpo", 0)]["h2h_vs_direct"] == 0.5
     assert rows[("tpo", 0)]["h2h_vs_direct_se"] == 0.0
     assert rows[("direct", 1)]["h2h_vs_direct"] is None
+    lc = json.loads((run.iter_dir("tpo", 1) / "h2h_vs_direct.json").read_text())["lc_win_rate"]
+    assert lc is not None and rows[("tpo", 1)]["h2h_vs_direct_lc"] == lc
+    assert rows[("direct", 1)]["h2h_vs_direct_lc"] is None
     assert "tpo_vs_direct" in results_table(list(rows.values()))
+    assert "lc_vs_direct" in results_table(list(rows.values())).split()
     assert "math" not in results_table(list(rows.values())).split()  # no math was run
     path = run.iter_dir("tpo", 1) / "h2h_vs_direct.json"
     path.write_text('{"win_rate": 0.123}')
@@ -250,33 +265,45 @@ def test_export_heldout_outputs(run: RunDir, tmp_path: Path):
     assert alpaca[0]["generator"] == "run-tpo-iter1"
 
 
-def test_tensorboard(run: RunDir):
+def test_tensorboard_logs_each_value_once(tmp_path: Path, capsys):
+    """`tpo eval` logs the results rows; the end of a (resumed) run logs only what is new
+    (the head-to-head); a third call logs nothing. Every (tag, step) appears once."""
     pytest.importorskip("tensorboard", reason="tensorboard not installed (pip install tpo[eval])")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run = RunDir(
-        run.root, config_from_dict(run.config.to_dict() | {"eval": {"report_to": "tensorboard"}})
-    )
+    run = make_run(tmp_path / "run", report_to="tensorboard")
+    assert cli.main(["eval", str(run.root), "--arm", "tpo", "--iteration", "1"]) == 0
+    assert (run.root / "tensorboard").is_dir()  # `tpo eval` logged
     suite.after_run(run, NoModels())
-    suite.track(run, pipeline.results(run))
+    assert suite.track(run, pipeline.results(run)) == 6  # tpo h2h, se and lc at iterations 0, 1
+    assert suite.track(run, pipeline.results(run)) == 0
     acc = EventAccumulator(str(run.root / "tensorboard"))
     acc.Reload()
-    h2h = {e.step: e.value for e in acc.Scalars("tpo/h2h_vs_direct")}
-    assert h2h == {0: 0.5, 1: 0.375}
-    assert "direct/mean_score" in acc.Tags()["scalars"]
+    h2h = [(e.step, e.value) for e in acc.Scalars("tpo/h2h_vs_direct")]
+    assert sorted(h2h) == [(0, 0.5), (1, 0.375)]
+    mean = [(e.step, e.value) for e in acc.Scalars("direct/mean_score")]
+    assert sorted(s for s, _ in mean) == [0, 1]  # logged by `tpo eval`, not again
 
 
-def test_wandb_offline(run: RunDir, monkeypatch):
+def test_wandb_offline(run: RunDir, monkeypatch, tmp_path: Path):
+    """Our code puts W&B offline: no WANDB_MODE in the environment (and no API key), yet the
+    run is written as an offline run under RUN/wandb; a second call has nothing new to log."""
     pytest.importorskip("wandb", reason="wandb not installed (pip install wandb)")
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DISABLED", "WANDB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     run = RunDir(
         run.root, config_from_dict(run.config.to_dict() | {"eval": {"report_to": "wandb"}})
     )
-    suite.track(run, pipeline.results(run))
-    files = list((run.root / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert suite.track(run, pipeline.results(run)) > 0
+    runs = list((run.root / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    files = list(runs[0].glob("run-*.wandb"))
     assert len(files) == 1
     assert b"tpo/mean_score" in files[0].read_bytes()
+    assert suite.track(run, pipeline.results(run)) == 0
+    assert len(list((run.root / "wandb").glob("offline-run-*"))) == 1
 
 
 def test_missing_tracker_package_is_a_config_error(run: RunDir, monkeypatch):
@@ -324,3 +351,109 @@ def test_run_all_adds_head_to_head_and_writes_the_report(run: RunDir, capsys):
     assert json.loads((run.root / "results.json").read_text()) == rows
     assert f"report: {run.root / 'report.html'}" in capsys.readouterr().err
     assert (run.root / "report.html").stat().st_size > 10_000
+
+
+class OneSidedJudge:
+    """A pairwise LLM backend that says "A" whenever tpo's response is shown first and "tie"
+    when direct's is: one order a win, the other a tie."""
+
+    identity = "one-sided"
+    chunk_size = 64
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def complete(self, conversations):
+        from tpo.judges.backends import Reply
+
+        replies = []
+        for messages in conversations:
+            self.calls += 1
+            first = messages[-1]["content"].split("[Response A]\n", 1)[1].split("\n\n")[0]
+            verdict = "A" if first in ("hello there", "no") else "tie"
+            replies.append(Reply(f"Reasons.\nVerdict: {verdict}"))
+        return replies
+
+
+def test_pairwise_llm_judge_gives_a_verdict_per_order(run: RunDir, monkeypatch):
+    """judge.type pairwise: each order's verdict counts (A 1, B 0, tie 0.5), not a
+    Bradley-Terry fit of two responses, which would make win + tie a full win (1.0).
+    h1 and h4: tpo first "A" (1), direct first "tie" (0.5) -> 0.75; h2: identical responses
+    tie without a call; h3: tpo failed to parse -> 0. Win rate 2.0 / 4 = 0.5."""
+    backend = OneSidedJudge()
+    monkeypatch.setattr("tpo.judging.make_backend", lambda cfg: backend)
+    judge_cfg = {"type": "pairwise", "model": "some-judge", "cache": False}
+    run = RunDir(run.root, config_from_dict(run.config.to_dict() | {"judge": judge_cfg}))
+    judge = suite.make_pairwise_judge(run)
+    out = suite.head_to_head(run, "tpo", "direct", 1, judge)
+    assert out["preferences"] == {"h1": 0.75, "h2": 0.5, "h3": 0.0, "h4": 0.75}
+    assert out["win_rate"] == 0.5 and out["judge"] == "pairwise:one-sided"
+    assert backend.calls == 4  # two pairs, both orders
+
+
+def test_verifier_against_references_without_constraints_is_one_line(run: RunDir, capsys):
+    """Reference instructions carry no constraints, so the verifier can judge none of them:
+    a one-line error naming the judge and why, not a win rate of None (nor one made of the
+    parse failure of h3 alone). Three instructions were sent to the judge (h1, h2, h4)."""
+    heldout = [
+        {**ins.to_dict(), "constraints": []}
+        for ins in HELDOUT  # the same texts, so the held-out outputs are reused
+    ]
+    write_jsonl(run.root / "data" / "heldout.jsonl", heldout)
+    ref = run.root.parent / "ref.json"
+    refs = [{"instruction": i.text, "output": "x", "generator": "g"} for i in HELDOUT]
+    ref.write_text(json.dumps(refs))
+    args = ["eval", str(run.root), "--arm", "tpo", "--iteration", "1", "--against", str(ref)]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "tpo: error: judge verifier scored none of the 3 instructions (they carry no "
+        "constraints); set judge.type to pairwise/pointwise/reward_model\n"
+    )
+    assert not (run.iter_dir("tpo", 1) / "vs_ref.json").exists()
+
+
+def test_redo_eval_clears_what_compared_the_old_outputs(tmp_path: Path, monkeypatch):
+    """After head-to-heads and math, `tpo eval --redo` of direct/iter_1 removes tpo/iter_1's
+    head-to-head against it and direct/iter_1's math (files, outputs and manifest entries);
+    results.json no longer shows them. tpo/iter_1's own math stays until its eval is redone."""
+    run = make_run(tmp_path / "run", math_set="builtin:3", math_suffix="")
+    suite.after_run(run, FakeModels("The answer is 5."))
+    direct1, tpo1 = run.iter_dir("direct", 1), run.iter_dir("tpo", 1)
+    assert (tpo1 / "h2h_vs_direct.json").is_file() and (direct1 / "math.json").is_file()
+    assert list(direct1.glob("math-*_samples.jsonl"))
+    fake = FakeModels("Hello")
+    monkeypatch.setattr(
+        pipeline.Models, "generator", lambda self, path, bs: fake.generator(path, bs)
+    )
+    args = ["eval", str(run.root), "--arm", "direct", "--iteration", "1", "--redo"]
+    assert cli.main(args) == 0
+    assert len(fake.gen.prompts) == len(HELDOUT)  # the held-out outputs were made again
+    assert not (tpo1 / "h2h_vs_direct.json").exists()
+    assert not run.is_done("h2h_vs_direct", "tpo", 1)
+    assert not (direct1 / "math.json").exists() and not run.is_done("math", "direct", 1)
+    assert not list(direct1.glob("math-*_samples.jsonl"))
+    assert run.is_done("h2h_vs_direct", "tpo", 0)  # iteration 0 is untouched
+    assert (tpo1 / "math.json").is_file() and run.is_done("math", "tpo", 1)
+    rows = {
+        (r["arm"], r["iteration"]): r for r in json.loads((run.root / "results.json").read_text())
+    }
+    assert rows[("tpo", 1)]["h2h_vs_direct"] is None
+    assert rows[("direct", 1)]["math_accuracy"] is None
+    assert rows[("tpo", 1)]["math_accuracy"] is not None
+    assert cli.main(["eval", str(run.root), "--arm", "tpo", "--iteration", "1", "--redo"]) == 0
+    assert not (tpo1 / "math.json").exists() and not run.is_done("math", "tpo", 1)
+
+
+def test_export_with_questions_keeps_their_benchmark_fields(run: RunDir, tmp_path: Path):
+    """--questions in AlpacaEval format (the held-out texts, so no model is needed): each
+    question's `dataset` is kept where it has one; Arena-Hard gets its default categories."""
+    questions = tmp_path / "alpaca.json"
+    records = [{"instruction": i.text, "output": "", "generator": "g"} for i in HELDOUT]
+    records[0]["dataset"] = "helpful_base"
+    questions.write_text(json.dumps(records))
+    files = suite.export(run, NoModels(), "tpo", 1, tmp_path / "exp", questions)
+    alpaca = json.loads(files[0].read_text())
+    assert [r["dataset"] for r in alpaca] == ["helpful_base", "tpo", "tpo", "tpo"]
+    v2 = tmp_path / "exp" / "arena-hard-v2.0" / "question.jsonl"
+    assert {json.loads(line)["category"] for line in v2.read_text().splitlines()} == {"hard_prompt"}

@@ -19,7 +19,7 @@ import yaml
 
 from tpo.config import RunConfig
 from tpo.records import Sample, Score
-from tpo.report import write_report
+from tpo.report import h2h_points, judged_categories, write_report
 from tpo.store import write_json, write_jsonl
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -88,6 +88,19 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+def _assert_drawn(data: bytes) -> None:
+    """The PNG decodes, and shows a drawing: many colours (lines, text, antialiasing) and
+    pixels that vary, not one flat colour."""
+    from matplotlib.image import imread
+
+    pixels = imread(io.BytesIO(data))
+    width, height = _png_size(data)
+    assert pixels.shape[:2] == (height, width)
+    rgb = (pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
+    assert len(np.unique(rgb, axis=0)) > 50
+    assert float(rgb.std()) > 10  # on a 0-255 scale
+
+
 def test_report_is_self_contained_with_plots_and_folded_thoughts(tmp_path: Path):
     root = make_run(tmp_path / "run")
     path = write_report(root)
@@ -98,6 +111,7 @@ def test_report_is_self_contained_with_plots_and_folded_thoughts(tmp_path: Path)
     for b64 in images:
         width, height = _png_size(base64.b64decode(b64))
         assert width > 300 and height > 100
+        _assert_drawn(base64.b64decode(b64))
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &lt;b&gt;bold" in page
     thought = re.search(
@@ -108,6 +122,45 @@ def test_report_is_self_contained_with_plots_and_folded_thoughts(tmp_path: Path)
     # the iteration table: tpo vs direct per iteration, and the lead sentence
     assert "58.0% ± 4.0" in page and "45.0% ± 4.0" in page
     assert "Thoughts went from 800 characters (iteration 0) to 350 (iteration 2)" in page
+
+
+def test_length_controlled_win_rate_in_the_iteration_table(tmp_path: Path):
+    root = make_run(tmp_path / "run")
+    path = root / "tpo" / "iter_2" / "h2h_vs_direct.json"
+    write_json(path, json.loads(path.read_text()) | {"lc_win_rate": 0.537, "lc_se": 0.021})
+    page = write_report(root).read_text()
+    assert "tpo vs direct (LC)" in page and "53.7% ± 2.1" in page
+    assert "length-controlled 53.7%" in page  # the lead sentence
+
+
+def test_win_rates_of_none_are_left_out_not_drawn_as_zero(tmp_path: Path):
+    """An iteration (or a category) whose comparison judged nothing has a win rate of None:
+    the plots leave it out, the tables show "–", and the lead sentence uses the last
+    iteration that has a win rate."""
+    assert h2h_points({1: {"win_rate": None, "se": None}, 2: {"win_rate": 0.58, "se": 0.04}}) == (
+        [2],
+        [0.58],
+        [0.04],
+    )
+    cats = {"a": {"win_rate": 0.7}, "b": {"win_rate": None}, "c": {"win_rate": 0.2}}
+    assert judged_categories(cats) == ["c", "a"]
+    root = make_run(tmp_path / "run")
+    unjudged = {"win_rate": None, "se": None, "n": 0, "wins": 0, "ties": 0, "losses": 0}
+    path = root / "tpo" / "iter_2" / "h2h_vs_direct.json"
+    h2h = json.loads(path.read_text()) | unjudged
+    h2h["categories"] = {c: unjudged for c in h2h["categories"]}
+    write_json(path, h2h)
+    path = root / "tpo" / "iter_1" / "h2h_vs_direct.json"
+    h2h = json.loads(path.read_text())
+    h2h["categories"]["letter"] = unjudged
+    write_json(path, h2h)
+    page = write_report(root).read_text()
+    assert "After iteration 1, tpo beats direct in 45.0% ± 4.0" in page
+    assert "Per category: tpo against direct" in page  # iteration 1's, the last judged
+    images = re.findall(r"src='data:image/png;base64,([^']+)'", page)
+    assert len(images) == 3
+    for b64 in images:
+        _assert_drawn(base64.b64decode(b64))
 
 
 def test_report_without_head_to_head(tmp_path: Path):

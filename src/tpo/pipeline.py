@@ -82,6 +82,21 @@ class Models:
         self.model = self.tokenizer = self.path = None
 
 
+def release_for_local_judge(run: RunDir, models: Models) -> None:
+    """A judge that runs its own model (a reward model, an LLM judge with backend local) loads
+    it next to the policy: drop the policy first, so two large models are never resident."""
+    j = run.config.judge
+    if j.type == "reward_model" or (j.type in ("pairwise", "pointwise") and j.backend == "local"):
+        models.release()
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 # --- data ------------------------------------------------------------------------------
 
 
@@ -267,6 +282,8 @@ def evaluate(run: RunDir, models: Models, arm: str, iteration: int) -> dict[str,
         (run.config.seed, "eval", arm, iteration),
         desc=f"{arm} iter {iteration} eval",
     )
+    del generator  # it holds the policy model
+    release_for_local_judge(run, models)
     scores, _ = judge(run, arm, iteration, eval_stage=True)
     baseline = None
     if (arm, iteration) != ("direct", 0):
@@ -292,6 +309,8 @@ def evaluate(run: RunDir, models: Models, arm: str, iteration: int) -> dict[str,
 def iteration(run: RunDir, models: Models, arm: str, t: int) -> dict[str, Any]:
     log(f"{arm} iteration {t}: generate -> judge -> pairs -> train -> eval")
     generate(run, models, arm, t)
+    if not run.is_done("judge", arm, t):
+        release_for_local_judge(run, models)
     judge_stage(run, arm, t)
     pairs(run, arm, t)
     train(run, models, arm, t)
@@ -314,6 +333,7 @@ def results(run: RunDir) -> list[dict[str, Any]]:
             d = run.iter_dir(arm, t)  # the files below come from evaluation.suite
             h2h = _optional_json(d / "h2h_vs_direct.json")
             row["h2h_vs_direct"], row["h2h_vs_direct_se"] = h2h.get("win_rate"), h2h.get("se")
+            row["h2h_vs_direct_lc"] = h2h.get("lc_win_rate")  # length-controlled (AlpacaEval 2)
             row["math_accuracy"] = _optional_json(d / "math.json").get("accuracy")
             rows.append(row)
     return rows

@@ -92,6 +92,25 @@ def _series(rows: Sequence[Mapping[str, Any]], arm: str, key: str) -> tuple[list
     return [t for t, _ in pts], [v for _, v in pts]
 
 
+def h2h_points(
+    h2h: Mapping[int, Mapping[str, Any]], key: str = "win_rate"
+) -> tuple[list[int], list[float], list[float]]:
+    """(iterations, values, standard errors) of the head-to-head files that have a value; an
+    iteration whose comparison judged nothing (None) is left out, not drawn as 0.
+
+    >>> h2h_points({1: {"win_rate": None}, 2: {"win_rate": 0.6, "se": 0.1}})
+    ([2], [0.6], [0.1])
+    """
+    ts = [t for t in sorted(h2h) if h2h[t].get(key) is not None]
+    return ts, [float(h2h[t][key]) for t in ts], [h2h[t].get("se") or 0.0 for t in ts]
+
+
+def judged_categories(categories: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Category names with a win rate, lowest first (a category judged nowhere has None)."""
+    names = [c for c in categories if categories[c].get("win_rate") is not None]
+    return sorted(names, key=lambda c: categories[c]["win_rate"])
+
+
 # --- plots -------------------------------------------------------------------------------
 
 
@@ -115,16 +134,26 @@ def plot_scores(rows: Sequence[Mapping[str, Any]], h2h: Mapping[int, Mapping[str
         ts, wins = _series(rows, arm, "win_rate")
         if ts:
             right.plot(ts, wins, marker="o", color=COLORS[arm], label=f"{arm} vs seed (direct)")
-    if h2h:
-        ts = sorted(h2h)
+    ts, wins, errs = h2h_points(h2h)
+    if ts:
         right.errorbar(
             ts,
-            [h2h[t]["win_rate"] or 0.0 for t in ts],
-            yerr=[h2h[t].get("se") or 0.0 for t in ts],
+            wins,
+            yerr=errs,
             marker="s",
             capsize=3,
             color=COLORS["h2h"],
             label="tpo vs direct (head-to-head)",
+        )
+    ts, lcs, _ = h2h_points(h2h, "lc_win_rate")
+    if ts:
+        right.plot(
+            ts,
+            lcs,
+            marker="^",
+            ls=":",
+            color=COLORS["h2h"],
+            label="tpo vs direct, length-controlled",
         )
     right.axhline(0.5, color="#999", lw=0.8, ls="--")
     left.set(title="Mean judge score (held-out)", xlabel="iteration", ylabel="score")
@@ -163,10 +192,10 @@ def plot_categories(categories: Mapping[str, Mapping[str, Any]], title: str) -> 
     """Win rate of tpo against direct per category, with the count of instructions."""
     from matplotlib.figure import Figure
 
-    names = sorted(categories, key=lambda c: categories[c]["win_rate"] or 0.0)
+    names = judged_categories(categories)
     fig = Figure(figsize=(8, 0.45 * len(names) + 1.2))
     ax = fig.subplots()
-    wins = [categories[c]["win_rate"] or 0.0 for c in names]
+    wins = [float(categories[c]["win_rate"]) for c in names]
     errs = [categories[c].get("se") or 0.0 for c in names]
     colors = [COLORS["tpo"] if w > 0.5 else COLORS["direct"] if w < 0.5 else "#999" for w in wins]
     ax.barh(names, wins, xerr=errs, color=colors, capsize=2)
@@ -204,6 +233,9 @@ def iteration_table(data: Mapping[str, Any]) -> str:
         vs = _fmt(h.get("win_rate"), pct=True)
         if h.get("se") is not None:
             vs += f" ± {100 * h['se']:.1f}"
+        lc = _fmt(h.get("lc_win_rate"), pct=True)
+        if h.get("lc_se") is not None:
+            lc += f" ± {100 * h['lc_se']:.1f}"
         body.append(
             [
                 str(t),
@@ -212,6 +244,7 @@ def iteration_table(data: Mapping[str, Any]) -> str:
                 _fmt(d.get("win_rate"), pct=True),
                 _fmt(p.get("win_rate"), pct=True),
                 vs,
+                lc,
                 _fmt(p.get("mean_thought_chars")),
                 _fmt(p.get("parse_failure_rate"), pct=True),
                 _fmt(d.get("math_accuracy"), pct=True)
@@ -226,6 +259,7 @@ def iteration_table(data: Mapping[str, Any]) -> str:
         "direct win vs seed",
         "tpo win vs seed",
         "tpo vs direct",
+        "tpo vs direct (LC)",
         "tpo thought chars",
         "tpo parse failures",
         "math direct / tpo",
@@ -288,14 +322,18 @@ def examples_html(root: Path, t: int, count: int = 4) -> str:
 def _lead(data: Mapping[str, Any]) -> str:
     h2h, rows = data["h2h"], data["rows"]
     lines = []
-    if h2h:
-        t = max(h2h)
+    judged, _, _ = h2h_points(h2h)
+    if judged:
+        t = judged[-1]
         h = h2h[t]
         se = f" ± {100 * h['se']:.1f}" if h.get("se") is not None else ""
+        lc = h.get("lc_win_rate")
+        lc_text = f", length-controlled {_fmt(lc, pct=True)}" if lc is not None else ""
         lines.append(
             f"After iteration {t}, tpo beats direct in {_fmt(h['win_rate'], pct=True)}{se} of "
             f"{h['n']} held-out instructions ({h['wins']} wins, {h['ties']} ties, "
-            f"{h['losses']} losses; judge: {html.escape(str(h.get('judge')))}, both orders)."
+            f"{h['losses']} losses{lc_text}; judge: {html.escape(str(h.get('judge')))}, "
+            "both orders)."
         )
     ts, thought = _series(rows, "tpo", "mean_thought_chars")
     if len(ts) >= 2:
@@ -324,8 +362,9 @@ def build_report(root: Path) -> str:
         f"<img alt='thought and response length per iteration' src='data:image/png;base64,"
         f"{plot_lengths(rows)}'>",
     ]
-    last = max(h2h) if h2h else None
-    if last is not None and h2h[last].get("categories"):
+    judged, _, _ = h2h_points(h2h)
+    last = judged[-1] if judged else None  # the last iteration with a tpo vs direct win rate
+    if last is not None and judged_categories(h2h[last].get("categories") or {}):
         png = plot_categories(h2h[last]["categories"], f"Per category, iteration {last}")
         cats = h2h[last]["categories"]
         sections += [

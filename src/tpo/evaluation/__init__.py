@@ -88,6 +88,7 @@ COLUMNS = (  # (results key, table heading)
     ("pass_rate", "pass"),
     ("win_rate", "win_vs_seed"),
     ("h2h_vs_direct", "tpo_vs_direct"),
+    ("h2h_vs_direct_lc", "lc_vs_direct"),
     ("math_accuracy", "math"),
     ("parse_failure_rate", "parse_fail"),
     ("natural_parse_rate", "natural_parse"),
@@ -97,7 +98,7 @@ COLUMNS = (  # (results key, table heading)
 )
 
 
-OPTIONAL = ("h2h_vs_direct", "math_accuracy")
+OPTIONAL = ("h2h_vs_direct", "h2h_vs_direct_lc", "math_accuracy")
 
 
 def results_table(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -15,6 +15,12 @@ formats and let users run the official tools themselves:
   `model_answer/MODEL.jsonl` with {"uid", "ans_id", "model", "messages": [user, assistant with
   content {"answer"}], "tstamp"}.
 
+Arena-Hard's judge settings are looked up by each question's `category` (v2.0: hard_prompt,
+coding, math, creative_writing; v0.1: arena-hard-v0.1), so a question read from a benchmark's
+own file (`tpo eval --questions`) keeps its category, cluster or subcategory, and an AlpacaEval
+question its `dataset`; other questions get "hard_prompt" (v2.0), "arena-hard-v0.1" (v0.1) and
+"tpo" (AlpacaEval), with our category as the cluster or subcategory.
+
 Arena-Hard's style control needs token counts and markdown statistics per answer; its own
 `add_markdown_info.py` adds them, with its own tokenizer, so we leave them out. Answer ids are
 derived from the model and question (not random), so an export is reproducible. A response
@@ -71,6 +77,16 @@ ARENA_SCHEMAS = {
 }
 
 
+V01 = "arena-hard-v0.1"
+V2 = "arena-hard-v2.0"
+ALPACA = "alpaca_eval"
+DEFAULT_CATEGORY = {V01: "arena-hard-v0.1", V2: "hard_prompt"}
+
+# question id -> the benchmark fields of its source record: {"format": V01 | V2 | ALPACA, and
+# "category" + "cluster" (v0.1), "category" + "subcategory" (v2.0) or "dataset" (AlpacaEval)}
+Sources = dict[str, dict[str, str]]
+
+
 def safe_name(name: str) -> str:
     """A model name usable as a file name.
 
@@ -87,28 +103,44 @@ def _answer_id(model: str, question: str) -> str:
 # --- records ---------------------------------------------------------------------------
 
 
+def _source(sources: Sources | None, ins: Instruction, fmt: str) -> dict[str, str]:
+    """The fields of the question's source record when it came from a file of format `fmt`."""
+    src = (sources or {}).get(ins.id, {})
+    return src if src.get("format") == fmt else {}
+
+
 def alpaca_eval_records(
-    rows: Sequence[tuple[Instruction, str]], generator: str, dataset: str = "tpo"
+    rows: Sequence[tuple[Instruction, str]],
+    generator: str,
+    dataset: str = "tpo",
+    sources: Sources | None = None,
 ) -> list[dict[str, str]]:
     return [
-        {"instruction": ins.text, "output": out, "generator": generator, "dataset": dataset}
+        {
+            "instruction": ins.text,
+            "output": out,
+            "generator": generator,
+            "dataset": _source(sources, ins, ALPACA).get("dataset", dataset),
+        }
         for ins, out in rows
     ]
 
 
 def arena_hard_v01(
-    rows: Sequence[tuple[Instruction, str]], model: str
+    rows: Sequence[tuple[Instruction, str]], model: str, sources: Sources | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(questions, answers) in Arena-Hard-Auto v0.1's format."""
-    questions = [
-        {
-            "question_id": ins.id,
-            "category": "tpo",
-            "cluster": ins.category or "",
-            "turns": [{"content": ins.text}],
-        }
-        for ins, _ in rows
-    ]
+    questions = []
+    for ins, _ in rows:
+        src = _source(sources, ins, V01)
+        questions.append(
+            {
+                "question_id": ins.id,
+                "category": src.get("category", DEFAULT_CATEGORY[V01]),
+                "cluster": src.get("cluster", ins.category or ""),
+                "turns": [{"content": ins.text}],
+            }
+        )
     now = time.time()
     answers = [
         {
@@ -124,13 +156,20 @@ def arena_hard_v01(
 
 
 def arena_hard_v2(
-    rows: Sequence[tuple[Instruction, str]], model: str
+    rows: Sequence[tuple[Instruction, str]], model: str, sources: Sources | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(questions, answers) in Arena-Hard-Auto v2.0's format."""
-    questions = [
-        {"uid": ins.id, "category": "tpo", "subcategory": ins.category or "", "prompt": ins.text}
-        for ins, _ in rows
-    ]
+    questions = []
+    for ins, _ in rows:
+        src = _source(sources, ins, V2)
+        questions.append(
+            {
+                "uid": ins.id,
+                "category": src.get("category", DEFAULT_CATEGORY[V2]),
+                "subcategory": src.get("subcategory", ins.category or ""),
+                "prompt": ins.text,
+            }
+        )
     now = time.time()
     answers = [
         {
@@ -153,19 +192,23 @@ def _jsonl(records: Sequence[dict[str, Any]]) -> str:
 
 
 def write_exports(
-    out_dir: Path, model: str, rows: Sequence[tuple[Instruction, Response | None]]
+    out_dir: Path,
+    model: str,
+    rows: Sequence[tuple[Instruction, Response | None]],
+    sources: Sources | None = None,
 ) -> list[Path]:
-    """Write the AlpacaEval and both Arena-Hard exports of one model; returns the files."""
+    """Write the AlpacaEval and both Arena-Hard exports of one model; returns the files.
+    `sources` (from `question_sources`) keeps the benchmark fields of the question files."""
     model = safe_name(model)
     texts = [(ins, response or "") for ins, response in rows]
     files = {
-        out_dir / "alpaca_eval" / f"{model}.json": json.dumps(
-            alpaca_eval_records(texts, model), indent=2, ensure_ascii=False
+        out_dir / ALPACA / f"{model}.json": json.dumps(
+            alpaca_eval_records(texts, model, sources=sources), indent=2, ensure_ascii=False
         )
         + "\n"
     }
-    for version, build in (("arena-hard-v0.1", arena_hard_v01), ("arena-hard-v2.0", arena_hard_v2)):
-        questions, answers = build(texts, model)
+    for version, build in ((V01, arena_hard_v01), (V2, arena_hard_v2)):
+        questions, answers = build(texts, model, sources)
         files[out_dir / version / "question.jsonl"] = _jsonl(questions)
         files[out_dir / version / "model_answer" / f"{model}.jsonl"] = _jsonl(answers)
     for path, text in files.items():
@@ -239,10 +282,7 @@ def check_arena_hard(records: Sequence[Any], kind: str) -> None:
 # --- readers -----------------------------------------------------------------------------
 
 
-def read_alpaca_eval(path: str | Path) -> list[tuple[Instruction, Response, str]]:
-    """(instruction, output, generator) from an AlpacaEval-format JSON file. Ids are
-    `alpaca-0001`... in file order; matching with other outputs is by instruction text."""
-    path = Path(path)
+def _alpaca_records(path: Path) -> list[dict[str, Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -255,45 +295,69 @@ def read_alpaca_eval(path: str | Path) -> list[tuple[Instruction, Response, str]
         raise DataError(f"{path}: not an AlpacaEval outputs file: {exc}") from None
     if not data:
         raise DataError(f"{path}: no outputs")
+    return list(data)
+
+
+def _alpaca_id(index: int) -> str:
+    return f"alpaca-{index + 1:04d}"
+
+
+def read_alpaca_eval(path: str | Path) -> list[tuple[Instruction, Response, str]]:
+    """(instruction, output, generator) from an AlpacaEval-format JSON file. Ids are
+    `alpaca-0001`... in file order; matching with other outputs is by instruction text."""
     return [
-        (
-            Instruction(f"alpaca-{i + 1:04d}", r["instruction"]),
-            Response(r["output"]),
-            r["generator"],
-        )
-        for i, r in enumerate(data)
+        (Instruction(_alpaca_id(i), r["instruction"]), Response(r["output"]), r["generator"])
+        for i, r in enumerate(_alpaca_records(Path(path)))
     ]
 
 
-def _question(record: Any) -> Instruction:
+def _question(record: Any) -> tuple[Instruction, dict[str, str]]:
     if isinstance(record, dict) and "question_id" in record:
         check_arena_record(record, "v0.1-question")
-        return Instruction(str(record["question_id"]), record["turns"][0]["content"])
+        qid = str(record["question_id"])
+        src = {"format": V01, "category": record["category"], "cluster": record["cluster"]}
+        return Instruction(qid, record["turns"][0]["content"]), src
     if isinstance(record, dict) and "uid" in record:
         check_arena_record(record, "v2.0-question")
-        return Instruction(record["uid"], record["prompt"], record.get("category"))
+        src = {"format": V2, "category": record["category"], "subcategory": record["subcategory"]}
+        return Instruction(record["uid"], record["prompt"], record.get("category")), src
     raise ValueError("expected an Arena-Hard question (question_id + turns, or uid + prompt)")
 
 
-def read_questions(path: str | Path) -> list[Instruction]:
+def read_question_file(path: str | Path) -> tuple[list[Instruction], Sources]:
     """Instructions from an AlpacaEval JSON file, an Arena-Hard question.jsonl (v0.1 or v2.0),
-    or a tpo instruction JSONL file."""
+    or a tpo instruction JSONL file, with the benchmark fields of each source record (what
+    `write_exports` keeps: Arena-Hard's category and cluster/subcategory, AlpacaEval's dataset)."""
     path = Path(path)
     if path.suffix == ".json":
-        return [ins for ins, _, _ in read_alpaca_eval(path)]
+        records = _alpaca_records(path)
+        instructions = [Instruction(_alpaca_id(i), r["instruction"]) for i, r in enumerate(records)]
+        sources = {
+            _alpaca_id(i): {"format": ALPACA, "dataset": r["dataset"]}
+            for i, r in enumerate(records)
+            if "dataset" in r
+        }
+        return instructions, sources
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     first = next((ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()), "")
     if '"question_id"' not in first and '"uid"' not in first:
-        return load_instructions(path)
-    out = []
+        return load_instructions(path), {}
+    out, found = [], {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            out.append(_question(json.loads(line)))
+            ins, src = _question(json.loads(line))
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}:{number}: malformed JSON: {exc.msg}") from None
         except ValueError as exc:
             raise DataError(f"{path}:{number}: {exc}") from None
-    return out
+        out.append(ins)
+        found[ins.id] = src
+    return out, found
+
+
+def read_questions(path: str | Path) -> list[Instruction]:
+    """The instructions of `read_question_file`."""
+    return read_question_file(path)[0]

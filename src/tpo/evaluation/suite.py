@@ -25,17 +25,25 @@ from typing import Any, Protocol
 
 from tpo import pipeline
 from tpo.evaluation.categories import LLMClassifier, per_category
-from tpo.evaluation.export import read_alpaca_eval, read_questions, safe_name, write_exports
+from tpo.evaluation.export import read_alpaca_eval, read_question_file, safe_name, write_exports
 from tpo.evaluation.lc import length_controlled_win_rate
 from tpo.evaluation.math_eval import ANSWER_ONLY, math_instructions, math_problems, score_math
-from tpo.evaluation.tracking import log_results, make_tracker
+from tpo.evaluation.tracking import (
+    log_scalars,
+    logged_key,
+    make_tracker,
+    scalars_by_iteration,
+    unlogged,
+)
 from tpo.evaluation.winrate import (
+    LLMVerdicts,
     PairwiseJudge,
     PointwiseAsPairwise,
     pairwise_preferences,
     summarize,
 )
 from tpo.generation import Budget, Generator, SamplingParams
+from tpo.judges import JudgeError
 from tpo.judging import make_judge
 from tpo.prompts import DIRECT, build_prompt, thought_format
 from tpo.records import Instruction, Response, Sample
@@ -50,9 +58,34 @@ class GeneratorSource(Protocol):
 
 
 def make_pairwise_judge(run: RunDir) -> PairwiseJudge:
-    """The judge of every pairwise comparison: the run's judge, compared by score (its cache
-    is the run's, so responses the judge stage already scored are not scored again)."""
-    return PointwiseAsPairwise(make_judge(run.config.judge, run.root, run.config.seed))
+    """The judge of every pairwise comparison: the run's judge. A pairwise LLM judge gives its
+    verdict on each order directly; any other judge is compared by score. Its cache is the
+    run's, so what the judge stage already judged is not asked again."""
+    judge = make_judge(run.config.judge, run.root, run.config.seed)
+    if run.config.judge.type == "pairwise":
+        from tpo.judges.llm import PairwiseJudge as LLMPairwiseJudge
+
+        assert isinstance(judge, LLMPairwiseJudge)
+        return LLMVerdicts(judge)
+    return PointwiseAsPairwise(judge)
+
+
+def _nothing_judged(judge: PairwiseJudge, instructions: Sequence[Instruction], n: int) -> str:
+    """Why a judge gave no verdict on any of the `n` instructions it was asked about (a
+    win rate from parse failures alone would say nothing), as one line."""
+    if n == 0:
+        return "no instruction has a response on both sides to compare"
+    why = "every judge call failed or gave no verdict"
+    if judge.name == "verifier" and not any(ins.constraints for ins in instructions):
+        why = "they carry no constraints"
+    elif judge.name == "math" and not any(ins.reference for ins in instructions):
+        why = "they have no reference answers"
+    hint = (
+        "set judge.type to pairwise/pointwise/reward_model"
+        if judge.name in ("verifier", "math")
+        else "check the judge's model and endpoint"
+    )
+    return f"judge {judge.name} scored none of the {n} instructions ({why}); {hint}"
 
 
 def _tag(prefix: str, texts: Sequence[str]) -> str:
@@ -169,16 +202,22 @@ def compare(
     theirs: Mapping[str, Response | None],
     categories: Mapping[str, str | None],
 ) -> dict[str, Any]:
-    """Win rate (both orders), length-controlled win rate and per-category win rates."""
+    """Win rate (both orders), length-controlled win rate and per-category win rates. Raises
+    JudgeError (one line) when the judge gave no verdict on any pair it was shown."""
     prefs = pairwise_preferences(judge, instructions, ours, theirs)
+    asked = [i for i in prefs if ours[i] is not None and theirs[i] is not None]
+    if not prefs or (asked and all(prefs[i] is None for i in asked)):
+        raise JudgeError(_nothing_judged(judge, instructions, len(asked)))
+    summary = summarize(prefs.values())
     ids = list(prefs)
     lc = length_controlled_win_rate(
         [prefs[i] for i in ids], _lengths(ours, ids), _lengths(theirs, ids)
     )
     return {
         "judge": judge.name,
-        **summarize(prefs.values()).to_dict(),
+        **summary.to_dict(),
         "lc_win_rate": lc.lc_win_rate,
+        "lc_se": lc.lc_se,
         "lc_weights": lc.weights,
         "mean_chars": sum(_lengths(ours, ids)) / max(len(ids), 1),
         "other_mean_chars": sum(_lengths(theirs, ids)) / max(len(ids), 1),
@@ -258,14 +297,15 @@ def export(
 ) -> list[Path]:
     """Write ARM's responses at iteration T in AlpacaEval and Arena-Hard formats: to the
     held-out instructions, or to a question file's (generated if needed)."""
+    sources = None
     if questions is None:
         instructions = pipeline.heldout_instructions(run)
         responses = eval_responses(run, arm, t)
     else:
-        instructions = read_questions(questions)
+        instructions, sources = read_question_file(questions)
         responses = responses_for(run, models, arm, t, instructions, "questions")
     rows = [(ins, responses[ins.id]) for ins in instructions if ins.id in responses]
-    return write_exports(Path(out_dir), f"{run.root.name}-{arm}-iter{t}", rows)
+    return write_exports(Path(out_dir), f"{run.root.name}-{arm}-iter{t}", rows, sources)
 
 
 # --- what `tpo run` and `tpo eval` call --------------------------------------------------
@@ -290,7 +330,11 @@ def after_run(run: RunDir, models: GeneratorSource) -> None:
     for arm, t in done:
         if arm == "tpo" and ("direct", t) in done and not run.is_done("h2h_vs_direct", arm, t):
             judge = judge or make_pairwise_judge(run)
-            r = head_to_head(run, "tpo", "direct", t, judge, models)
+            try:
+                r = head_to_head(run, "tpo", "direct", t, judge, models)
+            except JudgeError as exc:  # reported, and tried again when the run resumes
+                pipeline.log(f"tpo vs direct, iter {t}: not judged: {exc}")
+                continue
             run.mark_done("h2h_vs_direct", arm, t, win_rate=r["win_rate"], n=r["n"])
             pipeline.log(f"tpo vs direct, iter {t}: win rate {_pct(r['win_rate'])} (n={r['n']})")
     spec = run.config.eval.math_set
@@ -305,11 +349,51 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def track(run: RunDir, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Mirror the results rows to TensorBoard or W&B when `eval.report_to` asks for it."""
-    tracker = make_tracker(run.config.eval.report_to, run.root, run.root.name, run.config.to_dict())
-    if tracker is not None:
-        log_results(tracker, rows)
+TRACKED = "tracked.json"  # {report_to: {"STEP:ARM/METRIC": value logged}}
+
+
+def track(run: RunDir, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Mirror the results rows to TensorBoard or W&B when `eval.report_to` asks for it: only
+    the values not logged before (remembered in RUN/tracked.json), so a resumed `tpo run` or
+    another `tpo eval` adds what is new. Returns how many values were logged."""
+    report_to = run.config.eval.report_to
+    if report_to is None:
+        return 0
+    path = run.root / TRACKED
+    saved: dict[str, dict[str, float]] = dict(read_json(path)) if path.exists() else {}
+    logged = saved.get(report_to, {})
+    todo = unlogged(scalars_by_iteration(rows), logged)
+    if not todo:
+        return 0
+    tracker = make_tracker(report_to, run.root, run.root.name, run.config.to_dict())
+    assert tracker is not None
+    log_scalars(tracker, todo)
+    for step, metrics in todo.items():
+        logged.update((logged_key(step, k), v) for k, v in metrics.items())
+    write_json(path, saved | {report_to: logged})
+    return sum(len(m) for m in todo.values())
+
+
+def clear_eval(run: RunDir, arm: str, t: int) -> list[Path]:
+    """Remove what a new held-out evaluation of ARM at iteration T makes stale (`tpo eval
+    --redo`): the suite's results for that model (head-to-heads, reference comparisons, math,
+    and the outputs generated for them) and other arms' head-to-heads against it, with their
+    manifest entries. Returns the files removed."""
+    d = run.iter_dir(arm, t)
+    stale = [*d.glob("h2h_vs_*.json"), *d.glob("vs_*.json"), d / "math.json"]
+    for prefix in ("ref", "math", "questions"):
+        stale += d.glob(f"{prefix}-*_samples.jsonl")
+    for other in ("tpo", "direct"):
+        if other != arm:
+            stale.append(run.iter_dir(other, t) / f"h2h_vs_{arm}.json")
+            if arm == "direct":
+                run.clear("h2h_vs_direct", other, t)
+    run.clear("h2h_vs_direct", arm, t)
+    run.clear("math", arm, t)
+    removed = [path for path in stale if path.is_file()]
+    for path in removed:
+        path.unlink()
+    return removed
 
 
 def _brief(result: Mapping[str, Any]) -> dict[str, Any]:

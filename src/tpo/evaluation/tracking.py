@@ -4,7 +4,10 @@ The run directory stays the record of a run; this only mirrors its numbers into 
 already watch. Each arm x iteration row becomes scalars named `ARM/METRIC` at step = iteration,
 so TensorBoard and W&B draw the paper's iteration curves, tpo and direct side by side.
 W&B runs offline (`mode="offline"`, files under RUN_DIR/wandb; `wandb sync` uploads them later),
-so nothing leaves the machine. Both packages are optional: `pip install 'tpo[eval]'` brings
+so nothing leaves the machine. `tpo run` and `tpo eval` both mirror the rows, and each value is
+logged once: RUN_DIR/tracked.json remembers what was logged (ARM/METRIC at each step, with its
+value), so a resumed run adds only the new numbers (or changed ones, after `--redo`) instead of
+logging every row again. Both packages are optional: `pip install 'tpo[eval]'` brings
 TensorBoard, `pip install wandb` W&B; asking for a missing one is a one-line config error.
 """
 
@@ -87,7 +90,33 @@ def scalars_by_iteration(rows: Sequence[Mapping[str, Any]]) -> dict[int, dict[st
     return out
 
 
-def log_results(tracker: Tracker, rows: Sequence[Mapping[str, Any]]) -> None:
-    for step, metrics in sorted(scalars_by_iteration(rows).items()):
+def logged_key(step: int, name: str) -> str:
+    return f"{step}:{name}"
+
+
+def unlogged(
+    scalars: Mapping[int, Mapping[str, float]], logged: Mapping[str, float]
+) -> dict[int, dict[str, float]]:
+    """The scalars not in `logged` ({"STEP:ARM/METRIC": value}) with the same value.
+
+    >>> logged = {"0:tpo/n": 4.0, "1:tpo/x": 2.0}
+    >>> unlogged({0: {"tpo/n": 4.0}, 1: {"tpo/n": 4.0, "tpo/x": 1.0}}, logged)
+    {1: {'tpo/n': 4.0, 'tpo/x': 1.0}}
+    """
+    out: dict[int, dict[str, float]] = {}
+    for step, metrics in scalars.items():
+        fresh = {k: v for k, v in metrics.items() if logged.get(logged_key(step, k)) != v}
+        if fresh:
+            out[step] = fresh
+    return out
+
+
+def log_scalars(tracker: Tracker, scalars: Mapping[int, Mapping[str, float]]) -> None:
+    """Log {step: {name: value}} in step order, then close the tracker."""
+    for step, metrics in sorted(scalars.items()):
         tracker.log(metrics, step)
     tracker.close()
+
+
+def log_results(tracker: Tracker, rows: Sequence[Mapping[str, Any]]) -> None:
+    log_scalars(tracker, scalars_by_iteration(rows))

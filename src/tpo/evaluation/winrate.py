@@ -13,7 +13,9 @@ the preferences over sqrt(n), as AlpacaEval reports it.
 
 Any pointwise `Judge` becomes a pairwise one with `PointwiseAsPairwise`: the higher score wins,
 equal scores tie, a failed score fails the comparison. With the default verifier judge this is
-what the embedded demo uses; LLM pairwise judges implement `PairwiseJudge` directly.
+what the embedded demo uses. The pairwise LLM judge (`judge.type: pairwise`) is used through
+`LLMVerdicts`: its own verdict on each ordered pair (A wins 1, B wins 0, tie 0.5), not a
+Bradley-Terry fit over two responses, which would turn one win and one tie into a clean win.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tpo.judges import Judge, JudgeItem
 from tpo.records import Instruction, Response
+
+if TYPE_CHECKING:
+    from tpo.judges.llm import PairwiseJudge as LLMPairwiseJudge
 
 # (instruction, first response, second response)
 PairItem = tuple[Instruction, Response, Response]
@@ -72,6 +77,27 @@ class PointwiseAsPairwise:
             a, b = scores[index[(ins.id, first)]], scores[index[(ins.id, second)]]
             out.append(None if a is None or b is None else 1.0 if a > b else 0.5 if a == b else 0.0)
         return out
+
+
+VERDICT_POINTS = {"A": 1.0, "B": 0.0, "tie": 0.5}
+
+
+class LLMVerdicts:
+    """The pairwise LLM judge, one verdict per ordered pair: "A" (the first response) 1.0, "B"
+    0.0, "tie" 0.5; an answer without a verdict, or a failed call, is a failure (None).
+    Identical responses tie without a call, and answers come from the judge's cache."""
+
+    def __init__(self, judge: LLMPairwiseJudge):
+        self.judge = judge
+
+    @property
+    def name(self) -> str:
+        return self.judge.name
+
+    def compare(self, items: Sequence[PairItem]) -> list[float | None]:
+        pairs = [(JudgeItem(ins, a), JudgeItem(ins, b)) for ins, a, b in items]
+        verdicts = self.judge._verdicts(pairs) if pairs else []
+        return [VERDICT_POINTS.get(v or "") for v in verdicts]
 
 
 def combine_orders(forward: float | None, backward: float | None) -> float | None:
