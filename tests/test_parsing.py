@@ -56,6 +56,14 @@ def test_thought_marker_written_by_the_model_is_removed():
     assert p.thought == "be brief." and p.response == "Ok."
 
 
+def test_thought_marker_later_in_the_output_stays_in_the_thought():
+    out = "Okay. Here is my thought process: X\nHere is my response: Y"
+    p = split_output(out, GENERIC)
+    assert (p.thought, p.response) == ("Okay. Here is my thought process: X", "Y")
+    p = split_output("  Here is my thought process: a\nHere is my thought process: b", GENERIC)
+    assert p.thought == "a\nHere is my thought process: b" and not p.ok
+
+
 def test_direct_outputs_are_all_response():
     p = split_output("  Hello there. Here is my response: x  ", DIRECT)
     assert p.ok and p.thought == "" and p.response == "Hello there. Here is my response: x"

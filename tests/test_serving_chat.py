@@ -78,6 +78,71 @@ def test_answer_shows_the_thought_when_asked(tiny):
     )
 
 
+class Watching:
+    """A Backend that yields fixed deltas and notes what the screen shows each time the next
+    delta is asked for, i.e. after the chat has handled the previous one."""
+
+    def __init__(self, deltas: list[str], out: io.StringIO):
+        self.deltas = deltas
+        self.out = out
+        self.screens: list[str] = []
+        self.prompts: list[str] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stream(self, prompt: str, params: SamplingParams, seed: int | None) -> Iterator[Delta]:
+        self.prompts.append(prompt)
+        for text in self.deltas:
+            yield Delta(text, 1)
+            self.screens.append(self.out.getvalue())
+
+
+def test_shown_thoughts_are_live_under_the_default_no_marker_rule(tiny):
+    out = FakeTTY()
+    deltas = ["Secret plan.", " More thought.", "\nHere is my", " response:", "\nAnswer."]
+    backend = Watching(deltas, out)
+    engine = Engine(backend, tiny[1], GENERIC)  # no_marker="content", the default
+    history = [{"role": "user", "content": "hi"}]
+    response = answer(engine, history, PARAMS, None, True, out, _Style(True))
+    assert response == "Answer."
+    assert backend.screens[0].endswith("\033[2mthought: Secret plan.")  # before the marker
+    assert backend.screens[1].endswith("Secret plan. More thought.")
+    assert out.getvalue() == (
+        "\033[2mthinking...\033[0m\r\033[K"
+        "\033[2mthought: Secret plan. More thought.\033[0m\nAnswer.\n"
+    )
+    # hidden thoughts: nothing but the indicator until the response
+    out = FakeTTY()
+    backend = Watching(deltas, out)
+    answer(Engine(backend, tiny[1], GENERIC), history, PARAMS, None, False, out, _Style(True))
+    assert all("Secret" not in screen for screen in backend.screens)
+
+
+def test_shown_thought_without_a_marker_is_then_shown_and_kept_as_the_response(tiny, monkeypatch):
+    out = FakeTTY()
+    backend = Watching(["Just", " an", " answer."], out)
+    engine = Engine(backend, tiny[1], GENERIC)
+    history = [{"role": "user", "content": "hi"}]
+    response = answer(engine, history, PARAMS, None, True, out, _Style(True))
+    assert response == "Just an answer."  # the no_marker="content" rule, as without the flag
+    assert backend.screens[0].endswith("thought: Just")  # live
+    assert out.getvalue() == (
+        "\033[2mthinking...\033[0m\r\033[K\033[2mthought: Just an answer.\033[0m\nJust an answer.\n"
+    )
+    out = FakeTTY()
+    backend = Watching(["Just", " an", " answer."], out)
+    engine = Engine(backend, tiny[1], GENERIC)
+    assert answer(engine, history, PARAMS, None, False, out, _Style(True)) == "Just an answer."
+    assert out.getvalue() == "\033[2mthinking...\033[0m\r\033[KJust an answer.\n"
+    # and the next turn gets it back as the answer
+    lines = iter(["first", "second", "/exit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    backend = Watching(["Just", " an", " answer."], io.StringIO())
+    chat(Engine(backend, tiny[1], GENERIC), PARAMS, show_thoughts=True, out=io.StringIO())
+    assert "<|im_start|>assistant\nJust an answer.<|im_end|>" in backend.prompts[1]
+
+
 def test_chat_is_multi_turn_and_sends_back_responses_only(tiny, monkeypatch):
     engine, backend = engine_with(tiny)
     lines = iter(["first question", "", "second question", "/reset", "third", "/exit"])
@@ -167,3 +232,19 @@ def test_chat_through_a_pty_hides_thoughts_and_shows_them_on_request(tmp_path):
         assert thought.strip() and response.strip()
         assert response in hidden  # the same seeded answers, without their thoughts
         assert thought.strip() not in hidden
+
+
+@pytest.mark.slow
+def test_chat_through_a_pty_shows_a_markerless_thought_live_then_as_the_response(tmp_path):
+    """No budget forcing: the tiny random model writes no response marker, so under the
+    default `--no-marker content` its output is the response. `--show-thoughts` shows it as the
+    thought while it streams, then as the response; without the flag, only as the response."""
+    args = ["--temperature", "1", "--seed", "5", "--thought-budget", "0", "--max-tokens", "6"]
+    shown, _ = run_chat([*args, "--show-thoughts"], [b"hello there\n", b"/exit\n"], tmp_path)
+    pairs = re.findall(r"thought: (.*?)\x1b\[0m\r\n(.*?)\r\nyou> ", shown, re.DOTALL)
+    assert len(pairs) == 1, shown
+    thought, response = pairs[0]
+    assert thought.strip() and thought == response
+    hidden, _ = run_chat(args, [b"hello there\n", b"/exit\n"], tmp_path)
+    assert f"thinking...\x1b[0m\r\x1b[K{response}\r\nyou> " in hidden, hidden
+    assert "thought:" not in hidden

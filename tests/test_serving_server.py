@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import random
 import re
 import threading
 import time
@@ -25,11 +26,11 @@ import openai
 import pytest
 
 from tpo.config import PromptConfig
-from tpo.generation import SamplingParams
+from tpo.generation import SamplingParams, trim_thought
 from tpo.generation.hf import HFGenerator
 from tpo.prompts import build_prompt, thought_format
 from tpo.serving import engine as engine_module
-from tpo.serving.engine import Delta, Engine, HFBackend
+from tpo.serving.engine import Delta, Engine, HFBackend, finished_sentences
 from tpo.serving.server import ServerConfig, TpoHTTPServer, make_server
 
 GENERIC = thought_format("tpo", PromptConfig())
@@ -275,6 +276,19 @@ BAD_REQUESTS = [
     ("tools", chat_body(tools=[{"type": "function"}]), 400, "tools"),
     ("presence penalty", chat_body(presence_penalty=1.0), 400, "presence_penalty"),
     (
+        "json response format",
+        chat_body(response_format={"type": "json_object"}),
+        400,
+        "response_format",
+    ),
+    (
+        "json schema response format",
+        chat_body(response_format={"type": "json_schema", "json_schema": {"name": "x"}}),
+        400,
+        "response_format",
+    ),
+    ("response format a string", chat_body(response_format="json"), 400, "response_format"),
+    (
         "oversized body",
         chat_body(messages=[{"role": "user", "content": "x" * 5000}]),
         413,
@@ -297,6 +311,87 @@ def test_each_malformed_request_gets_a_4xx_json_error(scripted_server, why, body
         assert where in (error["param"], error["code"]), error
     ok, answer = raw_request(scripted_server, "POST", "/v1/chat/completions", chat_body())
     assert ok == 200 and answer["choices"][0]["message"]["content"] == "Hello world"
+
+
+def raw_stream(conn: http.client.HTTPConnection, body: bytes) -> tuple[Any, bytes]:
+    """POST a streamed request; the response and its body as bytes (http.client undoes the
+    chunked transfer encoding, and raises on a malformed one)."""
+    conn.request("POST", "/v1/chat/completions", body=body)
+    response = conn.getresponse()
+    return response, response.read()
+
+
+def sse_events(body: bytes) -> list[str]:
+    """The events of a server-sent-events body, checking its framing: every non-empty line
+    is a `data: ` line, every event (one line here) ends with a blank line."""
+    text = body.decode("utf-8")
+    assert all(line.startswith("data: ") for line in text.split("\n") if line), text
+    assert text.endswith("\n\n") and "\n\n\n" not in text, text
+    events = text[:-2].split("\n\n")
+    assert all(event.count("\n") == 0 for event in events), text
+    return [event[len("data: ") :] for event in events]
+
+
+def test_stream_bytes_are_server_sent_events(scripted_server):
+    conn = http.client.HTTPConnection(scripted_server.host, scripted_server.port, timeout=30)
+    body = chat_body(stream=True, stream_options={"include_usage": True})
+    response, data = raw_stream(conn, body)
+    assert response.status == 200
+    assert response.getheader("Content-Type") == "text/event-stream; charset=utf-8"
+    assert response.getheader("Transfer-Encoding") == "chunked"
+    events = sse_events(data)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert "".join(d.get("content") or "" for d in deltas) == "Hello world"
+    assert "".join(d.get("reasoning") or "" for d in deltas) == "Let me think."
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == len(SPLIT)
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    # the chunked body was ended properly: the same connection takes another request
+    response, data = raw_stream(conn, chat_body())
+    assert json.loads(data)["choices"][0]["message"]["content"] == "Hello world"
+    conn.close()
+
+
+class FailsAfterOneDelta:
+    """A Backend whose generation fails after its first delta (a crash mid-stream)."""
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stream(self, prompt: str, params: SamplingParams, seed: int | None) -> Iterator[Delta]:
+        yield Delta("Plan.\nHere is my response: Hi", 1)
+        raise RuntimeError("the device fell over")
+
+
+def test_a_failure_mid_stream_ends_with_an_error_event_then_done(tiny):
+    engine = Engine(FailsAfterOneDelta(), tiny[1], GENERIC)
+    with running(engine) as server:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+        response, data = raw_stream(conn, chat_body(stream=True))
+        assert response.status == 200  # the headers went out before the failure
+        events = sse_events(data)
+        assert events[-1] == "[DONE]"
+        *chunks, error = [json.loads(e) for e in events[:-1]]
+        assert [c["choices"][0]["delta"] for c in chunks] == [
+            {"role": "assistant", "content": ""},
+            {"reasoning": "Plan.", "reasoning_content": "Plan.", "content": "Hi"},
+        ]
+        assert error["error"]["type"] == "server_error"
+        assert "the device fell over" in error["error"]["message"]
+        assert not any(c["choices"][0]["finish_reason"] for c in chunks)
+        conn.close()
+
+
+def test_text_response_format_is_accepted(scripted_server):
+    status, answer = raw_request(
+        scripted_server, "POST", "/v1/chat/completions", chat_body(response_format={"type": "text"})
+    )
+    assert status == 200 and answer["choices"][0]["message"]["content"] == "Hello world"
+    with pytest.raises(openai.BadRequestError, match="response_format"):
+        ask(client(scripted_server), "[split]", response_format={"type": "json_object"})
 
 
 def test_protocol_errors(scripted_server):
@@ -373,6 +468,33 @@ def test_engine_prompt_is_the_training_prompt_and_wraps_only_the_last_user_turn(
     assert "Be brief." in prompt and prompt.endswith("assistant\nHere is my thought process:\n")
 
 
+def test_earlier_raw_outputs_go_back_to_the_model_as_their_response_only(tiny):
+    """A client that sends an earlier answer back raw (thought, marker, response): the old
+    thought and the marker never reach the model, through the server and through render()."""
+    tokenizer = tiny[1]
+    backend = Scripted(tokenizer)
+    engine = Engine(backend, tokenizer, GENERIC)
+    raw = "Here is my thought process:\nSecret old plan.\nHere is my response:\nOld draft."
+    turns = [
+        {"role": "user", "content": "First question"},
+        {"role": "assistant", "content": raw + "\nHere's my response:\n Answer one. "},
+        {"role": "user", "content": "[split]"},
+    ]
+    with running(engine) as server:
+        reply = client(server).chat.completions.create(model="tpo-test", messages=turns)
+    assert reply.choices[0].message.content == "Hello world"
+    prompt = backend.prompts[-1][0]
+    assert prompt == engine.render(turns)
+    assert "<|im_start|>assistant\nAnswer one.<|im_end|>" in prompt
+    assert "Secret old plan" not in prompt and "Old draft" not in prompt
+    assert "Here's my response" not in prompt
+    # the marker is left only where the thought prompt of the last user turn quotes it
+    alone = engine.render(turns[2:])
+    assert prompt.count(MARK) == alone.count(MARK)
+    kept = [{"role": "assistant", "content": "No marker: kept as written."}]
+    assert "No marker: kept as written.<|im_end|>" in engine.render([*kept, turns[2]])
+
+
 def test_budget_forcing_at_serve_time(tiny):
     tokenizer = tiny[1]
     backend = Scripted(tokenizer)
@@ -387,6 +509,90 @@ def test_budget_forcing_at_serve_time(tiny):
     chunks = list(engine.stream(prompt, SamplingParams(1.0, 1.0, 3)))
     assert "".join(c.content for c in chunks) == "Just"
     assert chunks[-1].finish_reason == "length" and chunks[-1].completion_tokens == 3
+
+
+class Phases:
+    """A Backend that answers a first call (the thought, under the budget) with `first` and
+    the next (after the forced marker) with `second`, one token per delta, in turn."""
+
+    def __init__(self, first: list[str], second: list[str]):
+        self.scripts = (first, second)
+        self.prompts: list[tuple[str, int]] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stream(self, prompt: str, params: SamplingParams, seed: int | None) -> Iterator[Delta]:
+        script = self.scripts[len(self.prompts) % 2]
+        self.prompts.append((prompt, params.max_new_tokens))
+        for text in script[: params.max_new_tokens]:
+            yield Delta(text, 1)
+
+
+FORCED_THOUGHTS = [
+    "I will greet them. Then maybe",  # trimmed back to its finished sentence
+    "Short. And then a long unfinished thought without any end",  # kept: the cut loses > half
+    "Line one is here\nline two goes on and\n  ",  # kept
+    "First line of the plan  \nsecond line is cut",  # trimmed at the line break
+    "Is this a good greeting? Let us",  # trimmed after the "?"
+    "One. Two. Three. Four. Five, six",  # trimmed after the last of several sentences
+    "All done.",
+    "Ends with a space. And more. ",
+]
+
+
+@pytest.mark.parametrize("thought", FORCED_THOUGHTS)
+def test_forced_thought_is_trimmed_like_training_whole_and_streamed(tiny, thought):
+    """Serve-time forcing continues from `trim_thought(thought)`, as training does; a stream
+    sends exactly what the whole answer has, whatever the token boundaries."""
+    tokenizer = tiny[1]
+    kept = trim_thought(thought)
+    head = kept + "\n" + MARK + "\n"
+    params = SamplingParams(1.0, 1.0, 100)
+    cuts = [[thought], list(thought)] + [[thought[:i], thought[i:]] for i in range(1, len(thought))]
+    for deltas in cuts:
+        for no_marker in ("content", "reasoning"):
+            backend = Phases(deltas, [" Hi", " there."])
+            engine = Engine(backend, tokenizer, GENERIC, no_marker, thought_budget=len(deltas))
+            prompt = engine.render([{"role": "user", "content": "Greet me."}])
+            answer = engine.complete(prompt, params)
+            assert backend.prompts[1] == (prompt + head, 100 - len(deltas))
+            assert (answer.reasoning, answer.content) == (kept.strip(), "Hi there.")
+            chunks = list(engine.stream(prompt, params))
+            assert backend.prompts[3] == (prompt + head, 100 - len(deltas))
+            assert "".join(c.reasoning for c in chunks) == answer.reasoning, deltas
+            assert "".join(c.content for c in chunks) == answer.content
+            assert chunks[-1].completion_tokens == answer.completion_tokens == len(deltas) + 2
+
+
+def test_forced_thought_never_streams_what_trimming_cuts(tiny):
+    tokenizer = tiny[1]
+    backend = Phases(["I will greet", " them.", " Then", " maybe"], ["Hello!"])
+    engine = Engine(backend, tokenizer, GENERIC, "reasoning", thought_budget=4)
+    prompt = engine.render([{"role": "user", "content": "Greet me."}])
+    chunks = list(engine.stream(prompt, SamplingParams(1.0, 1.0, 20)))
+    sent = [c.reasoning for c in chunks if c.reasoning]
+    assert sent == ["I will greet them."]  # held until the sentence ended; "Then maybe" never
+    assert "".join(c.content for c in chunks) == "Hello!"
+    assert backend.prompts[1][0] == prompt + "I will greet them.\n" + MARK + "\n"
+    # a thought that writes the marker itself is not held back or trimmed
+    backend = Phases(["Plan it", "\nHere is my response:", " Hi", " there"], ["unused"])
+    engine = Engine(backend, tokenizer, GENERIC, "reasoning", thought_budget=3)
+    chunks = list(engine.stream(prompt, SamplingParams(1.0, 1.0, 3)))
+    assert [(c.reasoning, c.content) for c in chunks if c.reasoning or c.content] == [
+        ("Plan it", ""),
+        ("", "Hi"),
+    ]
+
+
+def test_what_a_stream_sends_under_a_budget_is_never_trimmed_later():
+    """The invariant the engine's hold-back rests on, over random texts and continuations."""
+    rng = random.Random(0)
+    for _ in range(3000):
+        text = "".join(rng.choice("ab .!?\n") for _ in range(rng.randrange(0, 30)))
+        more = "".join(rng.choice("ab .!?\n") for _ in range(rng.randrange(0, 30)))
+        sent = text[: finished_sentences(text)]
+        assert trim_thought(text + more).startswith(sent), (text, more)
 
 
 def test_hf_backend_streams_what_the_batch_generator_generates(tiny):

@@ -45,6 +45,19 @@ OUTPUTS = [
     (GENERIC, "Here is my answer, Here is nothing. Here is my response: Ok", None, "Ok"),
     (SPECIFIC, "Draft: hi. Evaluation: fine.\n<R>\nHi <b>!</b> a < b", None, "Hi <b>!</b> a < b"),
     (GENERIC, "Plan.\nHere is my response:", "Plan.", ""),
+    # a thought marker that does not open the output is thought text, whole and streamed
+    (
+        GENERIC,
+        "Okay. Here is my thought process: X\nHere is my response: Y",
+        "Okay. Here is my thought process: X",
+        "Y",
+    ),
+    (
+        GENERIC,
+        " Here is my thought process:\nA.\nHere is my thought process: B.\nHere's my response: C",
+        "A.\nHere is my thought process: B.",
+        "C",
+    ),
 ]
 
 

@@ -7,14 +7,16 @@ vLLM cannot be installed on a CPU-only test machine, so three layers are tested:
 - the adapter classes, loaded by file path as `--reasoning-parser-plugin` does, against a stub
   of the few vLLM names they use (`ReasoningParser`, `ReasoningParserManager.register_module`
   and `get_reasoning_parser`, `DeltaMessage`), written from vLLM's
-  `vllm/reasoning/abs_reasoning_parsers.py`: it checks registration and the adapter code,
-  not vLLM itself;
+  `vllm/reasoning/abs_reasoning_parsers.py` (abstract where vLLM's base class is: an adapter
+  missing one of those methods fails): it checks registration and the adapter code, not vLLM
+  itself;
 - the same checks against the real vLLM, skipped when it is not importable;
 and the chat template that makes `vllm serve` prompt like `tpo serve`.
 """
 
 from __future__ import annotations
 
+import abc
 import importlib.util
 import sys
 import types
@@ -42,14 +44,20 @@ THOUGHTS = {
 }
 
 
-def drive(parser: Any, tokenizer: Any, output: str) -> tuple[list[str], list[str], list[bool]]:
+def drive(
+    parser: Any, tokenizer: Any, output: str, stop: bool = False
+) -> tuple[list[str], list[str], list[bool]]:
     """Feed `output` token by token the way vLLM's streaming chat does; return the reasoning
-    deltas, the content deltas and, per step, whether the step ended the reasoning."""
+    deltas, the content deltas and, per step, whether the step ended the reasoning. With
+    `stop` the output ends on the EOS token, as vLLM passes it: its id in the last step, its
+    text dropped."""
     ids = tokenizer(output, add_special_tokens=False)["input_ids"]
+    if stop:
+        ids = [*ids, tokenizer.eos_token_id]
     reasoning, content, ended = [], [], []
     previous = ""
     for k in range(1, len(ids) + 1):
-        current = tokenizer.decode(ids[:k])
+        current = tokenizer.decode(ids[:k], skip_special_tokens=True)
         delta = parser.extract_reasoning_streaming(
             previous, current, current[len(previous) :], ids[: k - 1], ids[:k], ids[k - 1 : k]
         )
@@ -77,8 +85,8 @@ class Pure:
     def __init__(self, tokenizer: Any, fmt: Any):
         self.m = MarkerReasoning(tokenizer, fmt)
 
-    def extract_reasoning_streaming(self, previous, current, *_):
-        return self.m.stream_delta(previous, current)
+    def extract_reasoning_streaming(self, previous, current, _delta, _prev_ids, _ids, delta_ids):
+        return self.m.stream_delta(previous, current, delta_ids)
 
     def is_reasoning_end_streaming(self, ids, delta):
         return self.m.reasoning_ended_in(ids, delta)
@@ -115,6 +123,33 @@ def test_marker_reasoning_streams_like_vllm_drives_it(tiny):
         assert ended[-1] and not ended[0]
 
 
+def test_held_back_tail_is_flushed_when_the_output_ends_on_a_stop_token(tiny):
+    """An output without a marker that ends in what could start one ("... Here is"): the held
+    tail comes out on the step that carries the stop token; without that step (an output cut
+    by max_tokens) it stays missing, the trade-off the module doc states."""
+    tokenizer = tiny[1]
+    for fmt, output, streamed_without_stop in (
+        (GENERIC, "I think. Here is", "I think."),
+        (SPECIFIC, "I think <", "I think"),
+    ):
+        reasoning, content, _ = drive(Pure(tokenizer, fmt), tokenizer, output, stop=True)
+        assert ("".join(reasoning), content) == (output, [])
+        reasoning, content, _ = drive(Pure(tokenizer, fmt), tokenizer, output)
+        assert ("".join(reasoning), content) == (streamed_without_stop, [])
+        assert MarkerReasoning(tokenizer, fmt).split(output) == (output, None)
+    m = MarkerReasoning(tokenizer, GENERIC)
+    ids = tokenizer("I think. Here is", add_special_tokens=False)["input_ids"]
+    assert m.stream_delta("", "I think. Here is", ids) == ("I think.", "")
+    eos = [tokenizer.eos_token_id]
+    assert m.stream_delta("I think. Here is", "I think. Here is", eos) == (" Here is", "")
+    # a marked output streams the same with or without the stop step
+    _, output = CASES["tpo-generic"]
+    assert (
+        drive(Pure(tokenizer, GENERIC), tokenizer, output, stop=True)[:2]
+        == (drive(Pure(tokenizer, GENERIC), tokenizer, output)[:2])
+    )
+
+
 def test_marker_reasoning_whole_outputs_and_token_ids(tiny):
     tokenizer = tiny[1]
     m = MarkerReasoning(tokenizer, GENERIC)
@@ -140,15 +175,32 @@ def test_chat_template_prompts_like_the_engine(tiny):
         {"role": "assistant", "content": "First answer"},
         {"role": "user", "content": "Second question"},
     ]
+    # earlier answers sent back raw: thought, marker(s), response
+    raw = [
+        {
+            "role": "assistant",
+            "content": "Secret plan.\nHere is my response: A.\nHere's my response: B. ",
+        },
+        {"role": "assistant", "content": "Secret draft.\n<R>\n C <R> D"},
+    ]
     for fmt in (GENERIC, SPECIFIC, DIRECT):
         template = thought_chat_template(tokenizer.chat_template, fmt)
         engine = Engine(None, tokenizer, fmt)  # type: ignore[arg-type]
-        for messages in (turns, turns[1:2], turns[3:]):
+        for messages in (turns, turns[1:2], turns[3:], [turns[1], *raw, turns[3]]):
             rendered = tokenizer.apply_chat_template(
                 messages, chat_template=template, tokenize=False, add_generation_prompt=True
             )
             assert rendered == engine.render(messages)
     assert thought_chat_template(tokenizer.chat_template, DIRECT) == tokenizer.chat_template
+    for fmt, message, response in ((GENERIC, raw[0], "B."), (SPECIFIC, raw[1], "D")):
+        rendered = tokenizer.apply_chat_template(
+            [turns[1], message, turns[3]],
+            chat_template=thought_chat_template(tokenizer.chat_template, fmt),
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        assert f"<|im_start|>assistant\n{response}<|im_end|>" in rendered
+        assert "Secret" not in rendered
 
 
 def test_chat_template_command(tiny_path, capsys):
@@ -162,12 +214,35 @@ def test_chat_template_command(tiny_path, capsys):
 def stub_vllm(monkeypatch: pytest.MonkeyPatch) -> type:
     """Install a stub of the vLLM names the plugin imports; return the stub manager."""
 
-    class ReasoningParser:
+    class ReasoningParser(abc.ABC):
+        """vLLM's base class as far as the plugin relies on it: abstract where vLLM's is, so an
+        adapter that misses one of those methods cannot be instantiated, as under vLLM."""
+
         def __init__(self, tokenizer: Any, *args: Any, **kwargs: Any):
             self.model_tokenizer = tokenizer
 
+        @abc.abstractmethod
+        def is_reasoning_end(self, input_ids): ...
+
         def is_reasoning_end_streaming(self, input_ids, delta_ids):
             return self.is_reasoning_end(input_ids)
+
+        @abc.abstractmethod
+        def extract_content_ids(self, input_ids): ...
+
+        @abc.abstractmethod
+        def extract_reasoning(self, model_output, request): ...
+
+        @abc.abstractmethod
+        def extract_reasoning_streaming(
+            self,
+            previous_text,
+            current_text,
+            delta_text,
+            previous_token_ids,
+            current_token_ids,
+            delta_token_ids,
+        ): ...
 
     class ReasoningParserManager:
         reasoning_parsers: ClassVar[dict[str, type]] = {}
@@ -228,6 +303,34 @@ def test_plugin_registers_and_adapts_against_a_vllm_stub(tiny, monkeypatch):
         assert parser.extract_reasoning(output, request=None) == (THOUGHTS[name], "Hello, friend!")
         assert parser.extract_reasoning_content(output, None) == (THOUGHTS[name], "Hello, friend!")
         assert parser.extract_reasoning_streaming("", "", "", [], [], []) is None
+    parser = manager.get_reasoning_parser("tpo-generic")(tokenizer)
+    reasoning, content, _ = drive(parser, tokenizer, "I think. Here is", stop=True)
+    assert ("".join(reasoning), content) == ("I think. Here is", [])
+
+
+def test_the_vllm_stub_refuses_an_adapter_missing_an_abstract_method(monkeypatch):
+    stub_vllm(monkeypatch)
+    from vllm.reasoning import ReasoningParser  # the stub
+
+    assert ReasoningParser.__abstractmethods__ == {
+        "is_reasoning_end",
+        "extract_content_ids",
+        "extract_reasoning",
+        "extract_reasoning_streaming",
+    }
+    module = load_plugin_by_path(monkeypatch)
+    methods = {
+        name: getattr(module.TpoGenericReasoningParser, name)
+        for name in ReasoningParser.__abstractmethods__
+    }
+    for missing in methods:
+        partial = type(
+            "Partial", (ReasoningParser,), {k: v for k, v in methods.items() if k != missing}
+        )
+        with pytest.raises(TypeError, match=missing):
+            partial(None)
+    complete = type("Complete", (ReasoningParser,), methods)
+    assert not complete.__abstractmethods__
 
 
 def test_plugin_without_vllm_imports_and_defines_no_adapter():

@@ -88,8 +88,10 @@ def cmd_stage(args: argparse.Namespace) -> int:
                 shutil.rmtree(target)
             target.unlink(missing_ok=True)
         run.clear(args.command, arm, t)
-        if args.command == "eval":
-            run.clear("h2h_vs_direct", arm, t)
+        if args.command == "eval":  # and what compared this model's old outputs
+            from tpo.evaluation import suite
+
+            suite.clear_eval(run, arm, t)
     models = pipeline.Models(run)
     stages: dict[str, Callable[[], object]] = {
         "generate": lambda: pipeline.generate(run, models, arm, t),
@@ -105,7 +107,11 @@ def cmd_stage(args: argparse.Namespace) -> int:
         stages[args.command]()
         summary = run.manifest()["done"].get(RunDir.stage_key(args.command, arm, t), {})
         extras = _eval_extras(run, models, args) if args.command == "eval" else {}
-        pipeline.write_results(run)
+        rows = pipeline.write_results(run)
+        if args.command == "eval":
+            from tpo.evaluation import suite
+
+            suite.track(run, rows)  # TensorBoard / W&B: the values not logged yet
     out = {f"{arm}/iter_{t}/{args.command}": summary, **extras}
     print(yaml.safe_dump(out, sort_keys=False), end="")
     return 0
@@ -281,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_presets)
     p = sub.add_parser("chat", help="chat with a model in the terminal; its thoughts stay hidden")
     _serving_args(p)
-    p.add_argument("--show-thoughts", action="store_true", help="print the thoughts too")
+    p.add_argument("--show-thoughts", action="store_true", help="print the thoughts too, live")
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, help="seed of the first answer (then +1 per turn)")

@@ -6,7 +6,9 @@ Rules, chosen so that a thought can never leak into a response:
   its final answer after the last one.
 - No marker, or nothing but whitespace after it: a parse failure (`ok` False, the whole output
   is the thought, the response is empty).
-- A thought marker written by the model itself is dropped from the thought.
+- A thought marker that opens the output (the model writing it itself) is dropped from the
+  thought; one written later is thought text like any other. This is the one rule a stream
+  can apply too (`tpo.serving.stream`), so whole and streamed outputs split alike.
 - Direct outputs (no thought format) are all response.
 """
 
@@ -49,8 +51,9 @@ def split_output(output: str, fmt: ThoughtFormat) -> Parsed:
 
 
 def _clean_thought(text: str, fmt: ThoughtFormat) -> str:
-    if fmt.thought_marker and fmt.thought_marker in text:
-        text = text.split(fmt.thought_marker, 1)[1]
+    text = text.lstrip()
+    if fmt.thought_marker and text.startswith(fmt.thought_marker):
+        text = text[len(fmt.thought_marker) :]
     return text.strip()
 
 

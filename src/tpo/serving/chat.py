@@ -2,9 +2,12 @@
 
 The thought is internal, as in the paper: while the model thinks, a dim "thinking..." line
 stands in for it and is erased when the response starts; `--show-thoughts` prints the thought
-instead, dimmed and labelled, before the response. Answers stream token by token through the
-same engine and splitter as `tpo serve`, and the conversation is multi-turn: earlier turns go
-back to the model as the user wrote them and as the responses (never the thoughts) it gave.
+instead, live, dimmed and labelled, before the response. An output that ends without a
+response marker is, under `--no-marker content` (the default), all response: the text shown
+as the thought is then printed again as the response, and it is what the next turn sees.
+Answers stream token by token through the same engine and splitter as `tpo serve`, and the
+conversation is multi-turn: earlier turns go back to the model as the user wrote them and as
+the responses (never the thoughts) it gave.
 
 Commands: `/reset` starts a new conversation, `/exit` (or Ctrl-D) quits; Ctrl-C during an
 answer stops that answer and keeps the chat.
@@ -86,7 +89,7 @@ def answer(
     """Stream one answer to `out`; return the response (what the next turn sees)."""
     indicator = in_thought = False
     parts: list[str] = []
-    for chunk in engine.stream(engine.render(history), params, seed):
+    for chunk in engine.stream(engine.render(history), params, seed, live_thought=show_thoughts):
         if chunk.thinking and not indicator and not in_thought and not parts:
             out.write(f"{style.dim}{INDICATOR}{style.reset}")
             indicator = True

@@ -3,17 +3,26 @@
 What it adds to a bare model, and why:
 - **Prompts the way the model was trained.** The last user message is wrapped in the thought
   prompt and the assistant turn is prefilled with the thought marker (`tpo.prompts`), so a
-  single-turn request gets exactly the training/eval prompt. Earlier turns stay as they are:
-  a user message as written, an assistant message as its response only (clients drop the
-  reasoning, as reasoning models' chat templates do).
+  single-turn request gets exactly the training/eval prompt. Earlier turns: a user message as
+  written, an assistant message as its response only. Clients send back `content` (the
+  response), but one that sends a raw output (thought + response marker + response) has it
+  cut to the text after the last response marker, so an old thought never reaches the model,
+  as reasoning models' chat templates drop old thoughts.
 - **Thought splitting** (`tpo.serving.stream`): streamed deltas go through `ThoughtSplitter`
   (switch at the first response marker); a whole completion through `split_full` (the offline
   parser's last-marker rule).
-- **Budget forcing at serve time** (optional, `thought_budget`): the same rule as
+- **Budget forcing at serve time** (optional, `thought_budget`): the rule of
   `tpo.generation.generate_outputs`: after that many thought tokens without a response marker,
-  "\\n<marker>\\n" is appended and the model continues; the request's `max_tokens` caps both
-  phases together. Off by default; `tpo serve` takes it from the run's config when it serves a
-  model from a run directory.
+  the thought is cut back by `trim_thought` (to its last finished sentence or line, when that
+  keeps at least half of it), "\\n<marker>\\n" is appended, and the model continues from
+  that text; the request's `max_tokens` caps both phases together. A whole answer is exactly
+  that text split. A stream cannot take back what it has sent, so while a budget is on it
+  holds back the thought's unfinished sentence (the text after its last ". ", "! ", "? " or
+  line break, which trimming may cut) until the sentence ends, the marker arrives or the
+  budget runs out; then the part that trimming keeps is sent and the cut-off part never is.
+  So streamed and whole answers are the same text; the price is a streamed thought that
+  lags by up to one sentence. Off by default; `tpo serve` takes it from the run's config
+  when it serves a model from a run directory.
 - **One generation at a time.** `HFBackend` holds a lock while `model.generate` runs (in its own
   thread, feeding a queue that the request's thread reads), so concurrent requests queue up and
   never share a batch, a random seed or a streamer. No batching across requests: this server is
@@ -36,8 +45,8 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from tpo.config import ConfigError, PromptConfig, config_from_dict, read_yaml
-from tpo.generation import SamplingParams
-from tpo.parsing import has_response_marker
+from tpo.generation import SamplingParams, trim_thought
+from tpo.parsing import has_response_marker, split_output
 from tpo.prompts import DIRECT, ThoughtFormat, thought_format
 from tpo.serving.stream import NO_MARKER_CHOICES, ThoughtSplitter, split_full
 
@@ -107,7 +116,7 @@ class Engine:
         turns = [
             {"role": m["role"], "content": self.fmt.user_message(m["content"])}
             if i == last_user
-            else {"role": m["role"], "content": m["content"]}
+            else {"role": m["role"], "content": self._earlier(m)}
             for i, m in enumerate(messages)
         ]
         text: str = self.tokenizer.apply_chat_template(
@@ -117,21 +126,48 @@ class Engine:
             text += self.fmt.thought_marker + "\n"
         return text
 
+    def _earlier(self, message: Message) -> str:
+        """An earlier turn as the model sees it: an assistant message that still holds a raw
+        output (thought, response marker, response) keeps only its response, split by the
+        offline parser's last-marker rule, so an old thought never goes back to the model."""
+        content = message["content"]
+        if (
+            message["role"] == "assistant"
+            and self.fmt.thinking
+            and has_response_marker(content, self.fmt)
+        ):
+            return str(split_output(content, self.fmt).response)
+        return content
+
     def count_tokens(self, text: str) -> int:
         return self.backend.count_tokens(text)
 
     def stream(
-        self, prompt: str, params: SamplingParams, seed: int | None = None
+        self,
+        prompt: str,
+        params: SamplingParams,
+        seed: int | None = None,
+        live_thought: bool = False,
     ) -> Iterator[Chunk]:
-        splitter = ThoughtSplitter(self.fmt, self.no_marker)
+        """The answer as chunks. `live_thought` (for display: `tpo chat --show-thoughts`) sends
+        the thought as it comes even under `no_marker="content"`, where it would otherwise be
+        held until the marker decides what it is; if the output then ends without a marker, the
+        last chunk's `content` restates the whole thought, which that rule makes the response.
+        So reasoning and content may overlap then: not for API clients."""
+        live = live_thought and self.fmt.thinking and self.no_marker == "content"
+        splitter = ThoughtSplitter(self.fmt, "reasoning" if live else self.no_marker)
         yield Chunk(thinking=splitter.thinking)
         used, finish = 0, "stop"
+        shown: list[str] = []
         for text, tokens, so_far in self._generate(prompt, params, seed):
             used, finish = used + tokens, so_far
             reasoning, content = splitter.feed(text)
+            shown.append(reasoning)
             if reasoning or content:
                 yield Chunk(reasoning, content, thinking=splitter.thinking)
         reasoning, content = splitter.finish()
+        if live and not splitter.saw_marker:  # the no_marker="content" rule, after all
+            content = "".join(shown) + reasoning
         yield Chunk(reasoning, content, False, finish, used)
 
     def complete(self, prompt: str, params: SamplingParams, seed: int | None = None) -> Answer:
@@ -146,29 +182,38 @@ class Engine:
     def _generate(
         self, prompt: str, params: SamplingParams, seed: int | None
     ) -> Iterator[tuple[str, int, str]]:
-        """(text, tokens, finish_reason so far) per delta, budget forcing included; forced
-        marker text counts no tokens."""
+        """(text, tokens, finish_reason so far) per step, budget forcing included; the texts
+        joined are the whole output (a forced thought trimmed, then the marker), and the forced
+        marker counts no tokens."""
         budget = self.thought_budget
-        first = (
-            params
-            if budget is None
-            else replace(params, max_new_tokens=min(budget, params.max_new_tokens))
-        )
-        text, used, eos = "", 0, False
+        if budget is None:
+            used, eos = 0, False
+            for d in self.backend.stream(prompt, params, seed):
+                used, eos = used + d.tokens, eos or d.eos
+                yield d.text, d.tokens, _finish(eos, used, params)
+            return
+        first = replace(params, max_new_tokens=min(budget, params.max_new_tokens))
+        # Under a budget the thought may yet be trimmed (trim_thought), so its unfinished
+        # sentence is held back: `sent` never passes a point that trimming could cut off.
+        text, sent, used, eos = "", 0, 0, False
         for d in self.backend.stream(prompt, first, seed):
             text, used, eos = text + d.text, used + d.tokens, eos or d.eos
-            yield d.text, d.tokens, _finish(eos, used, params)
+            if has_response_marker(text, self.fmt):
+                safe = len(text)  # the thought is over: nothing left to trim
+            else:
+                safe = max(sent, finished_sentences(text))
+            yield text[sent:safe], d.tokens, _finish(eos, used, params)
+            sent = safe
         left = params.max_new_tokens - used
-        if budget is None or left <= 0:
-            return
-        if has_response_marker(text, self.fmt):
-            if eos or used < first.max_new_tokens:
+        if left <= 0 or has_response_marker(text, self.fmt):
+            yield text[sent:], 0, _finish(eos, used, params)
+            if left <= 0 or eos or used < first.max_new_tokens:
                 return
             head = text
-        else:
-            forced = "\n" + self.fmt.response_marker + "\n"
-            yield forced, 0, _finish(False, used, params)
-            head = text.rstrip() + forced
+        else:  # as in training (generate_outputs): trimmed thought, then the marker
+            head = trim_thought(text) + "\n" + self.fmt.response_marker + "\n"
+            assert head.startswith(text[:sent])  # what was sent is never trimmed away
+            yield head[sent:], 0, _finish(False, used, params)
         next_seed = None if seed is None else seed + 1
         eos = False
         for d in self.backend.stream(
@@ -176,6 +221,24 @@ class Engine:
         ):
             used, eos = used + d.tokens, eos or d.eos
             yield d.text, d.tokens, _finish(eos, used, params)
+
+
+def finished_sentences(text: str) -> int:
+    r"""The length of `text` that `trim_thought` keeps however the text goes on: up to the end
+    of its last sentence or line (trim_thought's cut points), trailing whitespace excluded.
+
+    >>> text = "I will greet them. Then maybe"
+    >>> text[: finished_sentences(text)]
+    'I will greet them.'
+    >>> finished_sentences("no sentence end yet")
+    0
+    """
+    stripped = text.rstrip()
+    cut = max(stripped.rfind(end) for end in _SENTENCE_ENDS)
+    return len(stripped[: cut + 1].rstrip()) if cut >= 0 else 0
+
+
+_SENTENCE_ENDS = (". ", "! ", "? ", "\n")  # trim_thought's cut points
 
 
 def _finish(eos: bool, used: int, params: SamplingParams) -> str:

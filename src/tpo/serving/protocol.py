@@ -60,6 +60,14 @@ def parse_request(body: Any, model_name: str, default_max_tokens: int) -> ChatRe
     for name in UNSUPPORTED:
         if body.get(name) not in (None, False, [], {}):
             raise RequestError(400, f"'{name}' is not supported by this server", name)
+    response_format = body.get("response_format")
+    if response_format is not None and response_format != {"type": "text"}:
+        raise RequestError(
+            400,
+            '\'response_format\' is not supported by this server (only {"type": "text"}): '
+            "a thinking model's output is free text",
+            "response_format",
+        )
     _number(body, "n", 1, 1, 1, integer=True)  # one choice per request
     for name in ("presence_penalty", "frequency_penalty"):
         if _number(body, name, 0.0, -2.0, 2.0) != 0:

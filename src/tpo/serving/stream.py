@@ -22,9 +22,11 @@ An output that never writes the response marker is handled by `no_marker`:
   a client sees no reasoning deltas live, only the finished thought at the marker.
 - "reasoning": the whole output is thought and the content is empty; reasoning streams live.
 
-`passthrough=True` is for callers that never get an end-of-stream signal (vLLM's reasoning
+`passthrough=True` is for callers that may never get an end-of-stream signal (vLLM's reasoning
 parser interface): content is emitted as it comes, with no hold-back that a final flush would
 have to release (so a later marker stays in content), and a missing marker means reasoning.
+The thought's possible-marker tail is still held back (it must not reach the reasoning if the
+marker completes); `finish()` releases it when the caller does learn of the end.
 """
 
 from __future__ import annotations

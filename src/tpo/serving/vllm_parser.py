@@ -12,12 +12,22 @@ The parser only splits; the prompt side (wrapping the last user message in the t
 and prefilling the thought marker, as in training) is a chat template that this module writes:
 `python -m tpo.serving.vllm_parser MODEL [--thought-prompt generic|specific] > FILE.jinja`.
 
-The rules are those of `tpo.serving.stream`, with one difference forced by vLLM's interface:
-its streaming calls get no end-of-stream signal, so nothing can be held back to be flushed
-later. Hence `passthrough` splitting: content is passed on as it comes (a second response
-marker stays in content), and an output without any response marker is all reasoning, in
-streaming and, for consistency, in whole responses too. A whole response otherwise uses the
-offline parser's last-marker rule, a stream the first marker.
+The rules are those of `tpo.serving.stream`, with differences forced by vLLM's interface,
+whose streaming calls get no end-of-stream call. Hence `passthrough` splitting: content is
+passed on as it comes, with nothing held back (a second response marker stays in content),
+and an output without any response marker is all reasoning, in streaming and, for
+consistency, in whole responses too. A whole response otherwise uses the offline parser's
+last-marker rule, a stream the first marker.
+
+The thought must still be held back where it could be the start of a response marker (a
+trailing "Here is" or "<R"), with its trailing whitespace, or marker text would reach the
+reasoning. That tail is released by the next step, or when the output ends:
+- ended by a stop token (EOS, the chat template's end of turn; what chat outputs end on):
+  vLLM passes that token's id in the last step's `delta_token_ids` though it drops its text,
+  so a step whose last id is one of the tokenizer's special tokens flushes the tail;
+- ended by `max_tokens` or a stop string: no step says so, and the held tail (at most the
+  longest marker's length less one character, plus whitespace) is missing from the streamed
+  reasoning; the whole (non-streamed) response has it.
 
 The logic lives in `MarkerReasoning`, which needs no vLLM (and is what the tests cover on a
 machine without it); the vLLM classes are thin adapters, defined and registered only when
@@ -53,20 +63,30 @@ class MarkerReasoning:
         self.generation_prompt = _generation_prompt(tokenizer)
         self._splitter = ThoughtSplitter(fmt, passthrough=True)
         self._fed = ""
+        self._stop_ids = frozenset(getattr(tokenizer, "all_special_ids", None) or ())
 
     def split(self, output: str) -> tuple[str | None, str | None]:
         """(reasoning, content) of a whole output; None where empty (vLLM's convention)."""
         reasoning, content = split_full(output, self.fmt, no_marker="reasoning")
         return reasoning or None, content or None
 
-    def stream_delta(self, previous_text: str, current_text: str) -> tuple[str, str]:
+    def stream_delta(
+        self, previous_text: str, current_text: str, delta_ids: Sequence[int] = ()
+    ) -> tuple[str, str]:
         """(reasoning, content) that `current_text` adds to `previous_text`. The splitter's
-        output depends only on the text fed so far, so an unexpected call is replayed."""
+        output depends only on the text fed so far, so an unexpected call is replayed. A step
+        that ends on a special token (the stop token) ends the output: what was held back is
+        flushed (see the module doc)."""
         if previous_text != self._fed or not current_text.startswith(previous_text):
             self._splitter = ThoughtSplitter(self.fmt, passthrough=True)
             self._splitter.feed(previous_text)
         self._fed = current_text
-        return self._splitter.feed(current_text[len(previous_text) :])
+        reasoning, content = self._splitter.feed(current_text[len(previous_text) :])
+        ids = list(delta_ids)
+        if ids and ids[-1] in self._stop_ids:
+            tail_reasoning, tail_content = self._splitter.finish()
+            reasoning, content = reasoning + tail_reasoning, content + tail_content
+        return reasoning, content
 
     def reasoning_ended(self, input_ids: Sequence[int]) -> bool:
         """Whether the response marker appears in the current assistant turn. `input_ids` may
@@ -125,16 +145,31 @@ def _generation_prompt(tokenizer: Any) -> str:
 
 def thought_chat_template(base: str, fmt: ThoughtFormat) -> str:
     """A Jinja chat template that prompts like `tpo.serving.engine.Engine.render`: the last user
-    message wrapped in the thought prompt, then `base`, then the prefilled thought marker."""
+    message wrapped in the thought prompt, an earlier assistant message that holds a raw output
+    cut to the text after its last response marker (stripped), then `base`, then the prefilled
+    thought marker."""
     if not fmt.thinking or fmt.template is None:
         return base
+    # the text after the last marker is the shortest of the texts after each marker's last use
+    response = (
+        "{%- set tpo.cut = none -%}"
+        f"{{%- for a in {_jinja_list(fmt.response_aliases)} -%}}"
+        "{%- if a in m['content'] -%}{%- set tail = m['content'].split(a)[-1] -%}"
+        "{%- if tpo.cut is none or tail | length < tpo.cut | length -%}"
+        "{%- set tpo.cut = tail -%}{%- endif -%}{%- endif -%}{%- endfor -%}"
+    )
     wrap = (
-        "{%- set tpo = namespace(messages=[], last_user=-1) -%}"
+        "{%- set tpo = namespace(messages=[], last_user=-1, cut=none) -%}"
         "{%- for m in messages -%}{%- if m['role'] == 'user' -%}"
         "{%- set tpo.last_user = loop.index0 -%}{%- endif -%}{%- endfor -%}"
         "{%- for m in messages -%}{%- if loop.index0 == tpo.last_user -%}"
         "{%- set tpo.messages = tpo.messages + [{'role': 'user', 'content': "
         f"{_jinja_str(fmt.template)} | replace('{{instruction}}', m['content'])}}] -%}}"
+        "{%- elif m['role'] == 'assistant' and m['content'] is string -%}"
+        f"{response}"
+        "{%- if tpo.cut is none -%}{%- set tpo.messages = tpo.messages + [m] -%}"
+        "{%- else -%}{%- set tpo.messages = tpo.messages + "
+        "[{'role': 'assistant', 'content': tpo.cut | trim}] -%}{%- endif -%}"
         "{%- else -%}{%- set tpo.messages = tpo.messages + [m] -%}{%- endif -%}{%- endfor -%}"
         "{%- set messages = tpo.messages -%}"
     )
@@ -151,6 +186,11 @@ def thought_chat_template(base: str, fmt: ThoughtFormat) -> str:
 def _jinja_str(text: str) -> str:
     """A Jinja string literal (Jinja unescapes backslash escapes like Python, so JSON's work)."""
     return json.dumps(text)
+
+
+def _jinja_list(items: Sequence[str]) -> str:
+    """A Jinja list literal of strings."""
+    return "[" + ", ".join(_jinja_str(item) for item in items) + "]"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -229,7 +269,9 @@ if HAVE_VLLM:
             delta_token_ids: Sequence[int],
             *_: Any,
         ) -> Any:
-            reasoning, content = self.markers.stream_delta(previous_text, current_text)
+            reasoning, content = self.markers.stream_delta(
+                previous_text, current_text, list(delta_token_ids)
+            )
             if not reasoning and not content:
                 return None
             fields = {_REASONING_FIELD: reasoning or None, "content": content or None}
