@@ -65,6 +65,21 @@ def test_tiny_preset_end_to_end(tiny_run: Path):
     ]
     for r in rows:
         assert 0 <= r["mean_score"] <= 1 and 0 <= r["win_rate"] <= 1
+        if r["iteration"] == 0:
+            assert "win_vs_iter0" not in r
+            continue
+        # win rate against the same arm's seed outputs, recomputed from the score files
+        now, seed = (
+            {
+                s["instruction_id"]: s["value"] or 0.0
+                for s in map(
+                    json.loads, (tiny_run / r["arm"] / f"iter_{t}" / "eval_scores.jsonl").open()
+                )
+            }
+            for t in (1, 0)
+        )
+        points = [1.0 if now[i] > seed[i] else 0.5 if now[i] == seed[i] else 0.0 for i in seed]
+        assert r["win_vs_iter0"] == pytest.approx(sum(points) / len(points))
     csv_lines = (tiny_run / "results.csv").read_text().splitlines()
     assert csv_lines[0].startswith("arm,iteration") and len(csv_lines) == 5
     tpo_sample = json.loads(samples[0])

@@ -21,7 +21,7 @@ from typing import Any
 
 from tpo.config import RunConfig
 from tpo.data import builtin_split, load_instructions
-from tpo.evaluation import eval_metrics, results_csv, results_table, score_map
+from tpo.evaluation import eval_metrics, results_csv, results_table, score_map, win_rate
 from tpo.generation import Budget
 from tpo.judging import run_judge
 from tpo.models import load_model, load_tokenizer
@@ -292,6 +292,10 @@ def evaluate(run: RunDir, models: Models, arm: str, iteration: int) -> dict[str,
     metrics = {"arm": arm, "iteration": iteration, **eval_metrics(samples, scores, baseline)}
     if (arm, iteration) == ("direct", 0):
         metrics["win_rate"] = 0.5
+    seed_file = run.iter_dir(arm, 0) / "eval_scores.jsonl"
+    if iteration > 0 and seed_file.exists():  # this arm's seed on the same prompts
+        seed_scores = score_map(read_jsonl(seed_file, Score.from_dict))
+        metrics["win_vs_iter0"] = win_rate(score_map(scores), seed_scores)
     write_json(d / "eval.json", metrics)
     _done(
         run,

@@ -87,6 +87,7 @@ COLUMNS = (  # (results key, table heading)
     ("score_se", "±se"),
     ("pass_rate", "pass"),
     ("win_rate", "win_vs_seed"),
+    ("win_vs_iter0", "vs_iter0"),
     ("h2h_vs_direct", "tpo_vs_direct"),
     ("h2h_vs_direct_lc", "lc_vs_direct"),
     ("math_accuracy", "math"),
