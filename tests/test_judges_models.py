@@ -247,3 +247,37 @@ def test_a_local_judge_never_shares_memory_with_the_policy(
     pipeline.evaluate(run, models, "direct", 0)  # generate held-out outputs, judge them
     assert policy_at_judging == [not local, not local]
     assert run.is_done("judge", "direct", 1) and run.is_done("eval", "direct", 0)
+
+
+@pytest.mark.slow
+def test_eval_judge_scores_heldout_and_comparisons_while_training_keeps_its_judge(
+    reward_path: Path, tmp_path: Path
+) -> None:
+    """Train with the verifier, evaluate with a reward model (as the paper trains with one
+    judge and evaluates with another): the training scores are the verifier's, every held-out
+    score is the reward model's own output, and tpo vs direct is compared by reward."""
+    data = read_preset("tiny")
+    data["eval_judge"] = {"type": "reward_model", "model": str(reward_path)}
+    config = config_from_dict(data)
+    rows = pipeline.run(config, out=tmp_path / "run")
+    run = tmp_path / "run"
+    train_scores = [json.loads(x) for x in (run / "tpo/iter_1/scores.jsonl").open()]
+    assert {s["judge"] for s in train_scores} == {"verifier"}
+    heldout = {i["id"]: i for i in map(json.loads, (run / "data/heldout.jsonl").open())}
+    for arm in ("tpo", "direct"):
+        samples = [json.loads(x) for x in (run / arm / "iter_1/eval_samples.jsonl").open()]
+        scores = [json.loads(x) for x in (run / arm / "iter_1/eval_scores.jsonl").open()]
+        assert {s["judge"] for s in scores} == {f"reward_model:{reward_path}"}
+        by_id = {s["instruction_id"]: s["value"] for s in scores}
+        parsed = [s for s in samples if s["parsed_ok"]]
+        assert parsed, "no held-out output parsed"
+        batch = [
+            JudgeItem(Instruction.from_dict(heldout[s["instruction_id"]]), Response(s["response"]))
+            for s in parsed
+        ]
+        expected = reference_rewards(reward_path, batch)
+        got = [by_id[s["instruction_id"]] for s in parsed]
+        assert got == pytest.approx(expected, abs=1e-4)
+    h2h = json.loads((run / "tpo/iter_1/h2h_vs_direct.json").read_text())
+    assert h2h["judge"].startswith("reward_model") and h2h["n"] == len(heldout)
+    assert {(r["arm"], r["iteration"]) for r in rows} >= {("tpo", 1), ("direct", 1)}

@@ -154,7 +154,10 @@ class JudgeConfig:
         "Judge: verifier (fraction of an instruction's constraints met) | math (final number "
         "vs the instruction's reference) | reward_model (a sequence-classification reward "
         "model) | pairwise (an LLM compares responses; Bradley-Terry scores on an Elo scale) | "
-        "pointwise (an LLM gives a 1-10 score).",
+        "pointwise (an LLM gives a 1-10 score). Under eval_judge, also same (its default): "
+        "the held-out outputs and every comparison are judged by `judge`; any other type "
+        "judges them with the eval_judge settings (as the paper evaluates with another judge "
+        "than it trains with).",
     )
     model: str | None = opt(
         None,
@@ -194,12 +197,19 @@ class JudgeConfig:
 
     def __post_init__(self) -> None:
         _require(
-            self.type in JUDGE_TYPES,
+            self.type in (*JUDGE_TYPES, "same"),
             "judge.type",
             f"unknown judge {self.type!r} ({' | '.join(JUDGE_TYPES)})",
         )
+        if self.type == "same":  # eval_judge's default: the other keys would do nothing
+            for f in dataclasses.fields(self):
+                _require(
+                    f.name == "type" or getattr(self, f.name) == f.default,
+                    f"judge.{f.name}",
+                    "is used only with a judge type of its own; set eval_judge.type too",
+                )
         if self.type in ("reward_model", "pairwise", "pointwise"):
-            _require(bool(self.model), "judge.model", f"judge.type {self.type} needs a model")
+            _require(bool(self.model), "judge.model", f"a {self.type} judge needs a model")
         _require(self.backend in ("local", "openai"), "judge.backend", "local | openai")
         _require(
             self.base_url is None or self.base_url.startswith(("http://", "https://")),
@@ -320,8 +330,10 @@ class RunConfig:
     pairs: PairsConfig = field(default_factory=PairsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    eval_judge: JudgeConfig = field(default_factory=lambda: JudgeConfig(type="same"))
 
     def __post_init__(self) -> None:
+        _require(self.judge.type != "same", "judge.type", "'same' is only for eval_judge")
         _require(len(self.arms) >= 1, "arms", "name at least one arm")
         for arm in self.arms:
             _require(arm in ARMS, "arms", f"unknown arm {arm!r} (tpo | direct)")
@@ -330,6 +342,11 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def judge_for_eval(self) -> JudgeConfig:
+        """The judge of held-out outputs and comparisons: eval_judge, unless it is `same`."""
+        return self.judge if self.eval_judge.type == "same" else self.eval_judge
 
 
 T = TypeVar("T")
@@ -372,7 +389,10 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
     return value
 
 
-def _build(cls: type[T], data: Any, prefix: str) -> T:
+def _build(cls: type[T], data: Any, prefix: str, default: Any = None) -> T:
+    """`cls` from a mapping, starting from `default` (the field's default instance) when
+    given. A section validates its keys under its own name (`judge.model`); an error from a
+    section placed elsewhere (`eval_judge`) is renamed to where the key really is."""
     where = prefix.rstrip(".") or "config"
     if data is None:
         data = {}
@@ -387,10 +407,19 @@ def _build(cls: type[T], data: Any, prefix: str) -> T:
             raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
         hint_t = hints[key]
         if dataclasses.is_dataclass(hint_t):
-            kwargs[key] = _build(hint_t, value, f"{prefix}{key}.")  # type: ignore[arg-type]
+            factory = fields[key].default_factory
+            sub = None if factory is dataclasses.MISSING else factory()
+            kwargs[key] = _build(hint_t, value, f"{prefix}{key}.", sub)  # type: ignore[arg-type]
         else:
             kwargs[key] = _check_type(value, hint_t, f"{prefix}{key}")
-    return cls(**kwargs)
+    try:
+        return dataclasses.replace(default, **kwargs) if default is not None else cls(**kwargs)
+    except ConfigError as exc:
+        key, _, message = str(exc).partition(": ")
+        section, dot, leaf = key.partition(".")
+        if dot and prefix and f"{section}." != prefix:
+            raise ConfigError(f"{prefix}{leaf}: {message}") from None
+        raise
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
@@ -477,16 +506,13 @@ def reference() -> str:
     """Markdown table of every key, its default and its doc (for README and `tpo config`)."""
     rows = ["| key | default | meaning |", "|---|---|---|"]
 
-    def walk(cls: type, prefix: str) -> None:
-        hints = get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(hints[f.name]):
-                walk(hints[f.name], f"{prefix}{f.name}.")
+    def walk(section: Any, prefix: str) -> None:  # over default instances, so a section's
+        for f in dataclasses.fields(section):  # defaults are those of where it sits
+            default = getattr(section, f.name)
+            if dataclasses.is_dataclass(default):
+                walk(default, f"{prefix}{f.name}.")
                 continue
-            default = f.default
-            if f.default_factory is not dataclasses.MISSING:
-                default = f.default_factory()
             rows.append(f"| `{prefix}{f.name}` | `{default}` | {f.metadata.get('doc', '')} |")
 
-    walk(RunConfig, "")
+    walk(RunConfig(), "")
     return "\n".join(rows)

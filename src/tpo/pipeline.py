@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tpo.config import RunConfig
+from tpo.config import JudgeConfig, RunConfig
 from tpo.data import builtin_split, load_instructions
 from tpo.evaluation import eval_metrics, results_csv, results_table, score_map, win_rate
 from tpo.generation import Budget
@@ -82,10 +82,9 @@ class Models:
         self.model = self.tokenizer = self.path = None
 
 
-def release_for_local_judge(run: RunDir, models: Models) -> None:
+def release_for_local_judge(j: JudgeConfig, models: Models) -> None:
     """A judge that runs its own model (a reward model, an LLM judge with backend local) loads
     it next to the policy: drop the policy first, so two large models are never resident."""
-    j = run.config.judge
     if j.type == "reward_model" or (j.type in ("pairwise", "pointwise") and j.backend == "local"):
         models.release()
         import gc
@@ -196,7 +195,7 @@ def judge(
         d / f"{prefix}scores.jsonl",
         samples,
         {i.id: i for i in source},
-        run.config.judge,
+        run.config.judge_for_eval if eval_stage else run.config.judge,
         run.root,
         run.config.seed,
         desc=f"{arm} iter {iteration} {prefix}judge",
@@ -283,7 +282,7 @@ def evaluate(run: RunDir, models: Models, arm: str, iteration: int) -> dict[str,
         desc=f"{arm} iter {iteration} eval",
     )
     del generator  # it holds the policy model
-    release_for_local_judge(run, models)
+    release_for_local_judge(run.config.judge_for_eval, models)
     scores, _ = judge(run, arm, iteration, eval_stage=True)
     baseline = None
     if (arm, iteration) != ("direct", 0):
@@ -314,7 +313,7 @@ def iteration(run: RunDir, models: Models, arm: str, t: int) -> dict[str, Any]:
     log(f"{arm} iteration {t}: generate -> judge -> pairs -> train -> eval")
     generate(run, models, arm, t)
     if not run.is_done("judge", arm, t):
-        release_for_local_judge(run, models)
+        release_for_local_judge(run.config.judge, models)
     judge_stage(run, arm, t)
     pairs(run, arm, t)
     train(run, models, arm, t)

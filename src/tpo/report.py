@@ -344,6 +344,17 @@ def _lead(data: Mapping[str, Any]) -> str:
     return f"<p class='lead'>{' '.join(lines)}</p>" if lines else ""
 
 
+def _judges(cfg: Mapping[str, Any]) -> str:
+    """The training judge, and the eval judge when it is another one.
+
+    >>> _judges({"judge": {"type": "verifier"}, "eval_judge": {"type": "pairwise"}})
+    'verifier (eval: pairwise)'
+    """
+    train = str(cfg.get("judge", {}).get("type"))
+    other = cfg.get("eval_judge", {}).get("type", "same")
+    return train if other == "same" else f"{train} (eval: {other})"
+
+
 def build_report(root: Path) -> str:
     data = load_run(root)
     cfg = data["config"]
@@ -351,7 +362,7 @@ def build_report(root: Path) -> str:
     sections = [
         f"<h1>TPO report: {html.escape(root.name)}</h1>",
         f"<p class='sub'>model {html.escape(str(cfg.get('model', {}).get('name_or_path')))} · "
-        f"judge {html.escape(str(cfg.get('judge', {}).get('type')))} · arms "
+        f"judge {html.escape(_judges(cfg))} · arms "
         f"{html.escape(', '.join(cfg.get('arms', [])))} · iterations {cfg.get('iterations')}</p>",
         _lead(data),
         "<h2>By iteration</h2>",

@@ -58,11 +58,13 @@ class GeneratorSource(Protocol):
 
 
 def make_pairwise_judge(run: RunDir) -> PairwiseJudge:
-    """The judge of every pairwise comparison: the run's judge. A pairwise LLM judge gives its
-    verdict on each order directly; any other judge is compared by score. Its cache is the
-    run's, so what the judge stage already judged is not asked again."""
-    judge = make_judge(run.config.judge, run.root, run.config.seed)
-    if run.config.judge.type == "pairwise":
+    """The judge of every pairwise comparison: the run's eval judge (`eval_judge`, by default
+    the training judge). A pairwise LLM judge gives its verdict on each order directly; any
+    other judge is compared by score. Its cache is the run's, so what the judge stage already
+    judged is not asked again."""
+    cfg = run.config.judge_for_eval
+    judge = make_judge(cfg, run.root, run.config.seed)
+    if cfg.type == "pairwise":
         from tpo.judges.llm import PairwiseJudge as LLMPairwiseJudge
 
         assert isinstance(judge, LLMPairwiseJudge)
