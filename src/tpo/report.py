@@ -21,14 +21,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tpo.store import StoreError, atomic_write_text, read_json
+from tpo.store import StoreError, atomic_write_text, read_json, read_jsonl
 
 COLORS = {"tpo": "#d1495b", "direct": "#00798c", "h2h": "#edae49"}
 CSS = """
@@ -52,9 +51,7 @@ details summary{cursor:pointer;color:#555} .tag{font-weight:600} .tw{overflow-x:
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path, dict)  # a bad line is a one-line StoreError naming file and line
 
 
 def _optional(path: Path) -> dict[str, Any]:

@@ -116,7 +116,3 @@ def log_scalars(tracker: Tracker, scalars: Mapping[int, Mapping[str, float]]) ->
     for step, metrics in sorted(scalars.items()):
         tracker.log(metrics, step)
     tracker.close()
-
-
-def log_results(tracker: Tracker, rows: Sequence[Mapping[str, Any]]) -> None:
-    log_scalars(tracker, scalars_by_iteration(rows))

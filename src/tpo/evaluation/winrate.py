@@ -20,11 +20,11 @@ Bradley-Terry fit over two responses, which would turn one win and one tie into 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tpo.evaluation import standard_error
 from tpo.judges import Judge, JudgeItem
 from tpo.records import Instruction, Response
 
@@ -170,13 +170,9 @@ def summarize(preferences: Iterable[float | None]) -> WinRate:
     prefs = list(preferences)
     values = [p for p in prefs if p is not None]
     n = len(values)
-    mean = sum(values) / n if n else None
-    se = None
-    if n >= 2 and mean is not None:
-        se = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
     return WinRate(
-        win_rate=mean,
-        se=se,
+        win_rate=sum(values) / n if n else None,
+        se=standard_error(values),
         n=n,
         wins=sum(v > 0.5 for v in values),
         ties=sum(v == 0.5 for v in values),
