@@ -116,7 +116,7 @@ def pick_device(device: str) -> str:
     return device
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
@@ -128,9 +128,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises OSError, ValueError, HFValidationError...
-        raise ModelLoadError(
-            f"cannot load tokenizer '{name_or_path}': {_first_line(exc)}"
-        ) from None
+        raise ModelLoadError(f"cannot load tokenizer '{name_or_path}': {first_line(exc)}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.chat_template is None:
@@ -149,5 +147,5 @@ def load_model(
             path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
         )
     except Exception as exc:
-        raise ModelLoadError(f"cannot load model '{name_or_path}': {_first_line(exc)}") from None
+        raise ModelLoadError(f"cannot load model '{name_or_path}': {first_line(exc)}") from None
     return model.to(pick_device(device))

@@ -25,13 +25,9 @@ from typing import Any
 
 from tpo.judges import JudgeError, JudgeItem, JudgeStats
 from tpo.judges.cache import JudgeCache, cache_key
+from tpo.models import first_line
 
 CLASSIFIER_AUTO = "AutoModelForSequenceClassification"
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def check_reward_model(name: str, config: dict[str, Any], trust_remote_code: bool) -> None:
@@ -128,7 +124,7 @@ class RewardModelJudge:
             raise
         except Exception as exc:  # OSError, ValueError, HFValidationError, ImportError...
             raise JudgeError(
-                f"cannot load reward model '{self.model_name}': {_first_line(exc)}"
+                f"cannot load reward model '{self.model_name}': {first_line(exc)}"
             ) from None
         missing = sorted(info.get("missing_keys") or [])
         if missing:
@@ -183,7 +179,7 @@ class RewardModelJudge:
             except Exception as exc:  # a chat template that raises, a broken tokenizer...
                 raise JudgeError(
                     f"reward model '{self.model_name}': cannot format or tokenize a "
-                    f"conversation with its tokenizer: {_first_line(exc)}"
+                    f"conversation with its tokenizer: {first_line(exc)}"
                 ) from None
             try:
                 with torch.inference_mode():
@@ -195,7 +191,7 @@ class RewardModelJudge:
                 ) from None
             except Exception as exc:  # e.g. inputs longer than the model's positions
                 raise JudgeError(
-                    f"reward model '{self.model_name}' failed on a batch: {_first_line(exc)}"
+                    f"reward model '{self.model_name}' failed on a batch: {first_line(exc)}"
                 ) from None
             # custom reward models (ArmoRM) return the preference score as `score`
             score = result.get("score") if "score" in result else result["logits"]
