@@ -81,6 +81,9 @@ class NoModels:
     def generator(self, path: str, batch_size: int):
         raise AssertionError("no model should be needed here")
 
+    def release(self) -> None:
+        pass
+
 
 class FakeTokenizer:
     def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
@@ -107,6 +110,9 @@ class FakeModels:
     def generator(self, path: str, batch_size: int):
         self.paths.append(path)
         return self.gen, FakeTokenizer()
+
+    def release(self) -> None:
+        pass
 
 
 @pytest.fixture

@@ -281,3 +281,36 @@ def test_eval_judge_scores_heldout_and_comparisons_while_training_keeps_its_judg
     h2h = json.loads((run / "tpo/iter_1/h2h_vs_direct.json").read_text())
     assert h2h["judge"].startswith("reward_model") and h2h["n"] == len(heldout)
     assert {(r["arm"], r["iteration"]) for r in rows} >= {("tpo", 1), ("direct", 1)}
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_tpo_vs_direct_drops_the_policy_before_a_local_eval_judge(
+    reward_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local: bool
+) -> None:
+    """The comparison at the end of a run loads the eval judge after the last evaluation,
+    whose policy is still in memory: a judge with a model of its own gets it released first."""
+    from tpo.evaluation import suite
+
+    data = read_preset("tiny")
+    if local:
+        data["eval_judge"] = {"type": "reward_model", "model": str(reward_path)}
+    run = RunDir.open(tmp_path / "run", config_from_dict(data))
+    events: list[str] = []
+
+    class Policy:
+        def generator(self, path: str, batch_size: int) -> Any:
+            raise AssertionError("the comparison needs no generation")
+
+        def release(self) -> None:
+            events.append("release")
+
+    def judge(run: RunDir) -> Any:
+        events.append("judge")
+        return object()
+
+    monkeypatch.setattr(suite, "evaluated", lambda run: [("direct", 1), ("tpo", 1)])
+    monkeypatch.setattr(suite, "make_pairwise_judge", judge)
+    monkeypatch.setattr(suite, "head_to_head", lambda *args: {"win_rate": 0.5, "n": 2})
+    suite.after_run(run, Policy())
+    assert events == (["release", "judge"] if local else ["judge"])
+    assert run.is_done("h2h_vs_direct", "tpo", 1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +83,12 @@ class Models:
         self.model = self.tokenizer = self.path = None
 
 
-def release_for_local_judge(j: JudgeConfig, models: Models) -> None:
+def release_for_local_judge(j: JudgeConfig, release: Callable[[], None]) -> None:
     """A judge that runs its own model (a reward model, an LLM judge with backend local) loads
-    it next to the policy: drop the policy first, so two large models are never resident."""
+    it next to the policy: drop the policy first (`release`), so two large models are never
+    resident."""
     if j.type == "reward_model" or (j.type in ("pairwise", "pointwise") and j.backend == "local"):
-        models.release()
+        release()
         import gc
 
         import torch
@@ -282,7 +284,7 @@ def evaluate(run: RunDir, models: Models, arm: str, iteration: int) -> dict[str,
         desc=f"{arm} iter {iteration} eval",
     )
     del generator  # it holds the policy model
-    release_for_local_judge(run.config.judge_for_eval, models)
+    release_for_local_judge(run.config.judge_for_eval, models.release)
     scores, _ = judge(run, arm, iteration, eval_stage=True)
     baseline = None
     if (arm, iteration) != ("direct", 0):
@@ -313,7 +315,7 @@ def iteration(run: RunDir, models: Models, arm: str, t: int) -> dict[str, Any]:
     log(f"{arm} iteration {t}: generate -> judge -> pairs -> train -> eval")
     generate(run, models, arm, t)
     if not run.is_done("judge", arm, t):
-        release_for_local_judge(run.config.judge, models)
+        release_for_local_judge(run.config.judge, models.release)
     judge_stage(run, arm, t)
     pairs(run, arm, t)
     train(run, models, arm, t)

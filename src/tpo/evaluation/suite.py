@@ -56,6 +56,8 @@ class GeneratorSource(Protocol):
 
     def generator(self, path: str, batch_size: int) -> tuple[Generator, Any]: ...
 
+    def release(self) -> None: ...
+
 
 def make_pairwise_judge(run: RunDir) -> PairwiseJudge:
     """The judge of every pairwise comparison: the run's eval judge (`eval_judge`, by default
@@ -328,10 +330,22 @@ def after_run(run: RunDir, models: GeneratorSource) -> None:
     """tpo vs direct at every iteration both evaluated, and math when `eval.math_set` is set;
     each is done once (recorded in the manifest)."""
     done = evaluated(run)
+    _tpo_vs_direct(run, models, done)  # its judge (maybe a local model) is gone after it
+    spec = run.config.eval.math_set
+    for arm, t in done if spec else []:
+        if not run.is_done("math", arm, t):
+            r = math_accuracy(run, models, arm, t, spec)  # type: ignore[arg-type]
+            run.mark_done("math", arm, t, accuracy=r["accuracy"], n=r["n"])
+            pipeline.log(f"{arm} iter {t} math: accuracy {_pct(r['accuracy'])} (n={r['n']})")
+
+
+def _tpo_vs_direct(run: RunDir, models: GeneratorSource, done: Sequence[tuple[str, int]]) -> None:
     judge: PairwiseJudge | None = None
     for arm, t in done:
         if arm == "tpo" and ("direct", t) in done and not run.is_done("h2h_vs_direct", arm, t):
-            judge = judge or make_pairwise_judge(run)
+            if judge is None:
+                pipeline.release_for_local_judge(run.config.judge_for_eval, models.release)
+                judge = make_pairwise_judge(run)
             try:
                 r = head_to_head(run, "tpo", "direct", t, judge, models)
             except JudgeError as exc:  # reported, and tried again when the run resumes
@@ -339,12 +353,6 @@ def after_run(run: RunDir, models: GeneratorSource) -> None:
                 continue
             run.mark_done("h2h_vs_direct", arm, t, win_rate=r["win_rate"], n=r["n"])
             pipeline.log(f"tpo vs direct, iter {t}: win rate {_pct(r['win_rate'])} (n={r['n']})")
-    spec = run.config.eval.math_set
-    for arm, t in done if spec else []:
-        if not run.is_done("math", arm, t):
-            r = math_accuracy(run, models, arm, t, spec)  # type: ignore[arg-type]
-            run.mark_done("math", arm, t, accuracy=r["accuracy"], n=r["n"])
-            pipeline.log(f"{arm} iter {t} math: accuracy {_pct(r['accuracy'])} (n={r['n']})")
 
 
 def _pct(value: float | None) -> str:
