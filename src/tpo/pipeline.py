@@ -322,10 +322,15 @@ def iteration(run: RunDir, models: Models, arm: str, t: int) -> dict[str, Any]:
     return evaluate(run, models, arm, t)
 
 
+def arm_order(config: RunConfig) -> list[str]:
+    """direct first (every win rate's baseline is direct/iter_0), then the other arms."""
+    return ["direct", *[a for a in config.arms if a != "direct"]]
+
+
 def results(run: RunDir) -> list[dict[str, Any]]:
     done = run.manifest()["done"]
     rows = []
-    for arm in ["direct", *[a for a in run.config.arms if a != "direct"]]:
+    for arm in arm_order(run.config):
         for t in range(run.config.iterations + 1):
             path = run.iter_dir(arm, t) / "eval.json"
             if not path.exists():

@@ -317,7 +317,7 @@ def export(
 
 def evaluated(run: RunDir) -> list[tuple[str, int]]:
     """(arm, iteration) of every model with a finished held-out evaluation."""
-    arms = ["direct", *[a for a in run.config.arms if a != "direct"]]
+    arms = pipeline.arm_order(run.config)
     return [
         (arm, t)
         for arm in arms

@@ -16,6 +16,14 @@ from tqdm.auto import tqdm
 from tpo.generation import Completion, SamplingParams
 
 
+def sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
+    """`generate` arguments for the sampling settings; temperature 0 is greedy (with the
+    model's own generation-config sampling defaults switched off)."""
+    if params.temperature > 0:
+        return {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
+    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
 class HFGenerator:
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 16, progress: bool = True):
         self.model = model.eval()
@@ -56,11 +64,7 @@ class HFGenerator:
         enc = self.tokenizer(
             prompts, return_tensors="pt", padding=True, add_special_tokens=False
         ).to(self.device)
-        sampling: dict[str, Any] = (
-            {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
-            if params.temperature > 0
-            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        )
+        sampling = sampling_kwargs(params)
         out = self.model.generate(
             **enc,
             max_new_tokens=params.max_new_tokens,

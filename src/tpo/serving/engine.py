@@ -46,6 +46,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from tpo.config import ConfigError, PromptConfig, config_from_dict, read_yaml
 from tpo.generation import SamplingParams, trim_thought
+from tpo.generation.hf import sampling_kwargs
 from tpo.parsing import has_response_marker, split_output
 from tpo.prompts import DIRECT, ThoughtFormat, thought_format
 from tpo.serving.stream import NO_MARKER_CHOICES, ThoughtSplitter, split_full
@@ -341,11 +342,7 @@ class HFBackend:
                 if seed is not None:
                     torch.manual_seed(seed)
                 device = next(self.model.parameters()).device
-                sampling: dict[str, Any] = (
-                    {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
-                    if params.temperature > 0
-                    else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-                )
+                sampling = sampling_kwargs(params)
                 with torch.inference_mode():
                     self.model.generate(
                         **enc.to(device),
