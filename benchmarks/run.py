@@ -22,11 +22,11 @@ import torch
 
 from tpo.config import ModelConfig, PromptConfig, TrainConfig
 from tpo.data import builtin_split
-from tpo.generation import SamplingParams
-from tpo.generation.hf import HFGenerator
+from tpo.generate import SamplingParams
+from tpo.generate.hf import HFGenerator
 from tpo.models import load_model, load_tokenizer, resolve_model_path
-from tpo.prompts import build_prompt, thought_format
 from tpo.records import Pair
+from tpo.thoughts import build_prompt, thought_format
 
 
 class Unsorted(HFGenerator):
@@ -64,7 +64,7 @@ def bench_gen(n: int = 32, tokens: int = 96) -> dict[str, Any]:
 
 
 def bench_train(steps_pairs: int = 8) -> dict[str, Any]:
-    from tpo.training import train_dpo
+    from tpo.train import train_dpo
 
     path = resolve_model_path("embedded")
     text = " ".join(["The quick brown fox jumps over the lazy dog."] * 25)
@@ -81,7 +81,7 @@ def bench_train(steps_pairs: int = 8) -> dict[str, Any]:
         ("fp32_lora", {"method": "lora"}),
     ]:
         cfg = TrainConfig(epochs=1, batch_size=2, max_length=512, **kw)  # type: ignore[arg-type]
-        s = train_dpo(pairs, path, ModelConfig(), cfg, out / name, seed=0)
+        s = train_dpo(pairs, path, model_cfg=ModelConfig(), cfg=cfg, out_dir=out / name, seed=0)
         rows[name] = {
             "seconds": s["seconds"],
             "steps": s["steps"],

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 TPO = [sys.executable, "-m", "tpo.cli"]
 
@@ -98,13 +99,30 @@ def test_rerun_resumes_without_redoing_work(tiny_run: Path):
 
 @pytest.mark.slow
 def test_stage_subcommand_redoes_one_stage(tiny_run: Path):
+    """`tpo pairs --redo` rebuilds the pairs (the same, from the same inputs) and prints the
+    stage's summary, which counts what pairs.jsonl holds; `tpo judge` on a finished stage
+    prints the manifest's summary without judging again."""
     pairs_file = tiny_run / "tpo" / "iter_1" / "pairs.jsonl"
     before = pairs_file.read_text()
     proc = tpo("pairs", str(tiny_run), "--arm", "tpo", "--iteration", "1", "--redo")
-    assert "tpo/iter_1/pairs:" in proc.stdout and "pairs:" in proc.stdout
     assert pairs_file.read_text() == before  # same inputs, same seed: same pairs
+    summary = yaml.safe_load(proc.stdout)["tpo/iter_1/pairs"]
+    written = [json.loads(line) for line in before.splitlines()]
+    assert summary["pairs"] == len(written) and summary["prompts"] == 8
+    assert summary["pairs"] + summary["all_failed"] + summary["all_tied"] == 8
+    assert summary["with_parse_failure"] == sum(
+        p["rejected_reason"] == "parse_failure" for p in written
+    )
+    assert summary["mean_chosen_chars"] == pytest.approx(
+        sum(p["chosen_chars"] for p in written) / len(written)
+    )
+    manifest = json.loads((tiny_run / "manifest.json").read_text())["done"]
+    assert manifest["tpo/iter_1/pairs"] == summary
+    scores = (tiny_run / "tpo" / "iter_1" / "scores.jsonl").read_bytes()
     proc = tpo("judge", str(tiny_run), "--arm", "tpo", "--iteration", "1")
-    assert "scores:" in proc.stdout
+    assert yaml.safe_load(proc.stdout)["tpo/iter_1/judge"] == manifest["tpo/iter_1/judge"]
+    assert manifest["tpo/iter_1/judge"]["scores"] == 32
+    assert (tiny_run / "tpo" / "iter_1" / "scores.jsonl").read_bytes() == scores
 
 
 @pytest.mark.slow

@@ -9,14 +9,34 @@ from tpo.config import (
     load_config,
     parse_override,
     preset_names,
+    read_preset,
     reference,
 )
 
 
+def leaves(data: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out |= leaves(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 @pytest.mark.parametrize("name", preset_names())
-def test_every_shipped_preset_loads(name):
-    cfg = load_config(preset=name)
-    assert isinstance(cfg, RunConfig)
+def test_every_shipped_preset_loads_with_every_value_it_sets(name):
+    """Each key the preset file sets reaches the config with its value (no key is dropped or
+    coerced into something else), and every other key keeps its documented default."""
+    cfg = load_config(preset=name).to_dict()
+    written = leaves(read_preset(name))
+    loaded, default = leaves(cfg), leaves(RunConfig().to_dict())
+    assert written, name
+    for key, value in written.items():
+        assert loaded[key] == value, key
+    for key, value in default.items():
+        if key not in written:
+            assert loaded[key] == value, key
 
 
 def test_presets_include_embedded_and_tiny():

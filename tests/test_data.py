@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tpo.constraints import CHECKS, validate_constraint
 from tpo.data import DataError, builtin_split, load_instructions
 from tpo.data.builtin import (
     INCOMPATIBLE,
@@ -21,7 +22,6 @@ from tpo.data.builtin import (
     consistent,
     write_jsonl,
 )
-from tpo.judges.verifier import CHECKS, validate_constraint
 from tpo.records import Instruction
 
 TRAIN, HELDOUT = build_instructions(seed=0)

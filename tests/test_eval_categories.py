@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from tpo.evaluation.categories import (
+from tpo.eval.categories import (
     CATEGORIES,
     DataCategories,
     LLMClassifier,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tpo.data import DataError
-from tpo.evaluation.export import (
+from tpo.eval.export import (
     check_alpaca_eval,
     check_arena_hard,
     read_alpaca_eval,

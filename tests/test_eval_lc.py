@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tpo.evaluation.lc import C_GRID, fit_l1_logistic, length_controlled_win_rate
+from tpo.eval.lc import C_GRID, fit_l1_logistic, length_controlled_win_rate
 
 
 def test_l1_logistic_with_a_constant_feature_by_hand():

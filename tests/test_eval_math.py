@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tpo.data import DataError
-from tpo.evaluation.math_eval import (
+from tpo.eval.math_eval import (
     ANSWER_ONLY,
     MathProblem,
     answers_match,

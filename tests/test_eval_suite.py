@@ -14,17 +14,27 @@ from pathlib import Path
 
 import pytest
 
-from tpo import cli, pipeline
+from tpo import cli
 from tpo.config import ConfigError, config_from_dict
-from tpo.evaluation import eval_metrics, results_table, score_map, suite
-from tpo.evaluation.lc import length_controlled_win_rate
-from tpo.generation import Completion, SamplingParams
-from tpo.judges import JudgeItem
-from tpo.judges.verifier import VerifierJudge
-from tpo.prompts import thought_format
+from tpo.eval import suite
+from tpo.eval.categories import categories_of
+from tpo.eval.compare import against_reference, head_to_head, run_comparer
+from tpo.eval.export import export_responses
+from tpo.eval.lc import length_controlled_win_rate
+from tpo.eval.math_eval import math_accuracy
+from tpo.eval.metrics import eval_metrics, score_map
+from tpo.eval.results import results, results_table
+from tpo.eval.tracking import track
+from tpo.generate import Completion, SamplingParams
+from tpo.generate.forcing import Generated
+from tpo.generate.pool import Generators
+from tpo.generate.stage import make_sample
+from tpo.judge import JudgeItem
+from tpo.judge.verifier import VerifierJudge
+from tpo.pipeline import run_all
 from tpo.records import Instruction, Score
-from tpo.sampling import make_sample
 from tpo.store import RunDir, read_jsonl, write_json, write_jsonl
+from tpo.thoughts import thought_format
 
 HELDOUT = [
     Instruction("h1", "Greet me in lowercase.", "poem", [{"type": "lowercase"}]),
@@ -55,7 +65,7 @@ def make_run(root: Path, **eval_cfg: object) -> RunDir:
     for (arm, t), outputs in OUTPUTS.items():
         fmt = thought_format(arm, config.prompt)
         samples = [
-            make_sample(ins.id, 0, arm, "prompt", out, False, 3, fmt)
+            make_sample(ins.id, 0, "prompt", Generated(out, False, 3), arm=arm, fmt=fmt)
             for ins, out in zip(HELDOUT, outputs, strict=True)
         ]
         values = VerifierJudge().score(
@@ -125,7 +135,7 @@ def test_head_to_head_hand_computed(run: RunDir):
     failed to parse -> 0; h4 0 vs 1 -> 0. Win rate 1.5 / 4 = 0.375; deviations .625, .125,
     -.375, -.375, squares sum to 0.6875, SE = sqrt(0.6875 / 3 / 4) = 0.239357.
     Per category: poem (h1, h2) 0.75, letter (h3, h4) 0.0."""
-    out = suite.head_to_head(run, "tpo", "direct", 1, suite.make_pairwise_judge(run))
+    out = head_to_head(run, run_comparer(run), arm="tpo", other="direct", iteration=1)
     assert out["win_rate"] == 0.375
     assert out["se"] == pytest.approx(math.sqrt(0.6875 / 12))
     assert (out["n"], out["wins"], out["ties"], out["losses"]) == (4, 1, 1, 2)
@@ -150,7 +160,7 @@ def test_head_to_head_hand_computed(run: RunDir):
 def test_after_run_adds_head_to_head_to_results_once(run: RunDir):
     """Iteration 0: the same responses on both sides, every pair ties -> 0.5."""
     suite.after_run(run, NoModels())
-    rows = {(r["arm"], r["iteration"]): r for r in pipeline.results(run)}
+    rows = {(r["arm"], r["iteration"]): r for r in results(run)}
     assert rows[("tpo", 1)]["h2h_vs_direct"] == 0.375
     assert rows[("tpo", 0)]["h2h_vs_direct"] == 0.5
     assert rows[("tpo", 0)]["h2h_vs_direct_se"] == 0.0
@@ -181,7 +191,7 @@ def test_against_reference_reuses_heldout_outputs(run: RunDir, tmp_path: Path):
             ]
         )
     )
-    out = suite.against_reference(run, NoModels(), "tpo", 1, ref, suite.make_pairwise_judge(run))
+    out = against_reference(run, NoModels(), run_comparer(run), ref, arm="tpo", iteration=1)
     assert out["win_rate"] == 0.5
     assert out["preferences"] == {"h1": 1.0, "h2": 0.5, "h3": 0.0, "h4": 0.5}
     assert out["generator"] == "gpt-x"
@@ -214,14 +224,14 @@ def test_against_reference_generates_outputs_for_new_instructions(run: RunDir, t
         )
     )
     models = FakeModels(f"Let me think.{R}a short answer")
-    out = suite.against_reference(run, models, "tpo", 1, ref, LongerWins())
+    out = against_reference(run, models, LongerWins(), ref, arm="tpo", iteration=1)
     assert out["preferences"] == {"alpaca-0001": 1.0, "alpaca-0002": 0.0}
     assert models.paths == ["fake"]  # M_1 is the seed here (training was skipped)
     assert len(models.gen.prompts) == 2 and "New question one?" in models.gen.prompts[0]
     assert "Here is my thought process:" in models.gen.prompts[0]  # the tpo arm's prompt
     files = list(run.iter_dir("tpo", 1).glob("ref-*_samples.jsonl"))
     assert len(files) == 1
-    suite.against_reference(run, models, "tpo", 1, ref, LongerWins())
+    against_reference(run, models, LongerWins(), ref, arm="tpo", iteration=1)
     assert len(models.gen.prompts) == 2  # resumed from the file
 
 
@@ -235,7 +245,7 @@ def test_math_accuracy_with_a_fake_model(run: RunDir, tmp_path: Path):
         )
     )
     models = FakeModels(f"Six times seven.{R}42")
-    out = suite.math_accuracy(run, models, "tpo", 1, str(path))
+    out = math_accuracy(run, models, str(path), arm="tpo", iteration=1)
     assert out["accuracy"] == pytest.approx(2 / 3)
     assert [it["predicted"] for it in out["items"]] == [42.0, 42.0, 42.0]
     assert "Q0? Output only the number answer." in models.gen.prompts[0]
@@ -246,7 +256,7 @@ def test_math_in_after_run_when_configured(tmp_path: Path):
     run = make_run(tmp_path / "run", math_set="builtin:3", math_suffix="")
     models = FakeModels("The answer is 5.")
     suite.after_run(run, models)
-    rows = pipeline.results(run)
+    rows = results(run)
     assert all(r["math_accuracy"] is not None for r in rows)
     assert run.is_done("math", "direct", 0) and run.is_done("math", "tpo", 1)
     assert "math" in results_table(rows).split()
@@ -255,17 +265,19 @@ def test_math_in_after_run_when_configured(tmp_path: Path):
 def test_llm_categories_are_assigned_once(tmp_path: Path):
     run = make_run(tmp_path / "run", category_classifier="seed")
     models = FakeModels("Category: Health")
-    cats = suite.categories_of(run, models, HELDOUT)
+    cats = categories_of(run, models, HELDOUT)
     assert cats == {i.id: "Health" for i in HELDOUT}
     assert "Which category" in models.gen.prompts[0] and "Name a pet." in models.gen.prompts[3]
     assert models.paths == ["fake"]  # "seed" = the run's model
-    assert suite.categories_of(run, NoModels(), HELDOUT) == cats  # from data/categories.json
-    out = suite.head_to_head(run, "tpo", "direct", 1, suite.make_pairwise_judge(run), NoModels())
+    assert categories_of(run, NoModels(), HELDOUT) == cats  # from data/categories.json
+    out = head_to_head(
+        run, run_comparer(run), arm="tpo", other="direct", iteration=1, models=NoModels()
+    )
     assert list(out["categories"]) == ["Health"] and out["categories"]["Health"]["n"] == 4
 
 
 def test_export_heldout_outputs(run: RunDir, tmp_path: Path):
-    files = suite.export(run, NoModels(), "tpo", 1, tmp_path / "exp")
+    files = export_responses(run, NoModels(), tmp_path / "exp", arm="tpo", iteration=1)
     alpaca = json.loads(files[0].read_text())
     assert [r["output"] for r in alpaca] == ["hello there", "ok Bye.", "", "no"]
     assert alpaca[0]["generator"] == "run-tpo-iter1"
@@ -281,8 +293,8 @@ def test_tensorboard_logs_each_value_once(tmp_path: Path, capsys):
     assert cli.main(["eval", str(run.root), "--arm", "tpo", "--iteration", "1"]) == 0
     assert (run.root / "tensorboard").is_dir()  # `tpo eval` logged
     suite.after_run(run, NoModels())
-    assert suite.track(run, pipeline.results(run)) == 6  # tpo h2h, se and lc at iterations 0, 1
-    assert suite.track(run, pipeline.results(run)) == 0
+    assert track(run, results(run)) == 6  # tpo h2h, se and lc at iterations 0, 1
+    assert track(run, results(run)) == 0
     acc = EventAccumulator(str(run.root / "tensorboard"))
     acc.Reload()
     h2h = [(e.step, e.value) for e in acc.Scalars("tpo/h2h_vs_direct")]
@@ -302,18 +314,18 @@ def test_wandb_offline(run: RunDir, monkeypatch, tmp_path: Path):
     run = RunDir(
         run.root, config_from_dict(run.config.to_dict() | {"eval": {"report_to": "wandb"}})
     )
-    assert suite.track(run, pipeline.results(run)) > 0
+    assert track(run, results(run)) > 0
     runs = list((run.root / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     files = list(runs[0].glob("run-*.wandb"))
     assert len(files) == 1
     assert b"tpo/mean_score" in files[0].read_bytes()
-    assert suite.track(run, pipeline.results(run)) == 0
+    assert track(run, results(run)) == 0
     assert len(list((run.root / "wandb").glob("offline-run-*"))) == 1
 
 
 def test_missing_tracker_package_is_a_config_error(run: RunDir, monkeypatch):
-    from tpo.evaluation import tracking
+    from tpo.eval import tracking
 
     monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match=r"eval\.report_to: wandb is not installed"):
@@ -352,7 +364,7 @@ def test_run_all_adds_head_to_head_and_writes_the_report(run: RunDir, capsys):
     for arm in ("tpo", "direct"):
         for stage in ("generate", "judge", "pairs"):
             run.mark_done(stage, arm, 1)
-    rows = pipeline.run_all(run)
+    rows = run_all(run)
     assert [r["h2h_vs_direct"] for r in rows] == [None, None, 0.5, 0.375]
     assert json.loads((run.root / "results.json").read_text()) == rows
     assert f"report: {run.root / 'report.html'}" in capsys.readouterr().err
@@ -370,7 +382,7 @@ class OneSidedJudge:
         self.calls = 0
 
     def complete(self, conversations):
-        from tpo.judges.backends import Reply
+        from tpo.judge.backends import Reply
 
         replies = []
         for messages in conversations:
@@ -387,11 +399,10 @@ def test_pairwise_llm_judge_gives_a_verdict_per_order(run: RunDir, monkeypatch):
     h1 and h4: tpo first "A" (1), direct first "tie" (0.5) -> 0.75; h2: identical responses
     tie without a call; h3: tpo failed to parse -> 0. Win rate 2.0 / 4 = 0.5."""
     backend = OneSidedJudge()
-    monkeypatch.setattr("tpo.judging.make_backend", lambda cfg: backend)
-    judge_cfg = {"type": "pairwise", "model": "some-judge", "cache": False}
+    monkeypatch.setattr("tpo.judge.build.llm_backend", lambda cfg: backend)
+    judge_cfg = {"type": "pairwise", "llm": {"model": "some-judge"}, "cache": False}
     run = RunDir(run.root, config_from_dict(run.config.to_dict() | {"judge": judge_cfg}))
-    judge = suite.make_pairwise_judge(run)
-    out = suite.head_to_head(run, "tpo", "direct", 1, judge)
+    out = head_to_head(run, run_comparer(run), arm="tpo", other="direct", iteration=1)
     assert out["preferences"] == {"h1": 0.75, "h2": 0.5, "h3": 0.0, "h4": 0.75}
     assert out["win_rate"] == 0.5 and out["judge"] == "pairwise:one-sided"
     assert backend.calls == 4  # two pairs, both orders
@@ -429,9 +440,7 @@ def test_redo_eval_clears_what_compared_the_old_outputs(tmp_path: Path, monkeypa
     assert (tpo1 / "h2h_vs_direct.json").is_file() and (direct1 / "math.json").is_file()
     assert list(direct1.glob("math-*_samples.jsonl"))
     fake = FakeModels("Hello")
-    monkeypatch.setattr(
-        pipeline.Models, "generator", lambda self, path, bs: fake.generator(path, bs)
-    )
+    monkeypatch.setattr(Generators, "generator", lambda self, path, bs: fake.generator(path, bs))
     args = ["eval", str(run.root), "--arm", "direct", "--iteration", "1", "--redo"]
     assert cli.main(args) == 0
     assert len(fake.gen.prompts) == len(HELDOUT)  # the held-out outputs were made again
@@ -458,7 +467,7 @@ def test_export_with_questions_keeps_their_benchmark_fields(run: RunDir, tmp_pat
     records = [{"instruction": i.text, "output": "", "generator": "g"} for i in HELDOUT]
     records[0]["dataset"] = "helpful_base"
     questions.write_text(json.dumps(records))
-    files = suite.export(run, NoModels(), "tpo", 1, tmp_path / "exp", questions)
+    files = export_responses(run, NoModels(), tmp_path / "exp", questions, arm="tpo", iteration=1)
     alpaca = json.loads(files[0].read_text())
     assert [r["dataset"] for r in alpaca] == ["helpful_base", "tpo", "tpo", "tpo"]
     v2 = tmp_path / "exp" / "arena-hard-v2.0" / "question.jsonl"

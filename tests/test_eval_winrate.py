@@ -7,14 +7,14 @@ from collections.abc import Sequence
 
 import pytest
 
-from tpo.evaluation.winrate import (
+from tpo.eval.winrate import (
     PairItem,
-    PointwiseAsPairwise,
+    ScoreComparer,
     combine_orders,
     pairwise_preferences,
     summarize,
 )
-from tpo.judges import JudgeItem, JudgeStats
+from tpo.judge import JudgeItem, JudgeStats
 from tpo.records import Instruction, Response
 
 INS = [Instruction(f"i{k}", f"Instruction {k}") for k in range(4)]
@@ -132,7 +132,7 @@ def test_pointwise_adapter_scores_each_response_once():
     """Both orders of two pairs hold 4 distinct (instruction, response) combinations: the
     pointwise judge scores 4 items, not 8."""
     judge = CountingJudge()
-    adapter = PointwiseAsPairwise(judge)
+    adapter = ScoreComparer(judge)
     ours = {"i0": Response("abc"), "i1": Response("")}
     theirs = {"i0": Response("a"), "i1": Response("b")}
     prefs = pairwise_preferences(adapter, INS[:2], ours, theirs)

@@ -1,6 +1,6 @@
 """The `tpo` command: a thin layer over `tpo.pipeline`; a dict maps subcommands to functions.
 
-    tpo run [--preset NAME | --config FILE] [--set key=value ...] [--arms tpo,direct] [--out DIR]
+    tpo run [--preset NAME | --config FILE] [--set KEY=VALUE ...] [--arms tpo,direct] [--out DIR]
     tpo generate|judge|pairs|train|eval RUN_DIR --arm ARM --iteration T [--redo]
     tpo eval RUN_DIR --arm tpo --iteration T [--against REF.json] [--against-arm direct]
              [--math [builtin|builtin:N|FILE]] [--export DIR [--questions FILE]]
@@ -9,6 +9,8 @@
     tpo presets
     tpo chat MODEL [--show-thoughts] [--thought-prompt generic|specific|none] ...
     tpo serve MODEL [--host 127.0.0.1] [--port 8000] [--api-key KEY] ...
+
+`--set` takes any number of KEY=VALUE pairs (`--set a=1 b=2`), and may be repeated.
 
 Errors a user can fix (config, data, model path, run directory) print one line and exit 2;
 Ctrl-C exits 130 and a rerun of the same command resumes.
@@ -20,26 +22,20 @@ import argparse
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
-from tpo import pipeline
-from tpo.config import ConfigError, load_config, preset_names, reference
+from tpo.config import ConfigError, RunConfig, load_config, preset_names, reference
 from tpo.data import DataError
-from tpo.judges import JudgeError
+from tpo.judge import JudgeError
 from tpo.models import ModelLoadError
 from tpo.records import RecordError
+from tpo.serve.engine import UNSET
 from tpo.store import RunDir, StoreError
 
-STAGE_OUTPUTS = {
-    "generate": ["samples.jsonl"],
-    "judge": ["scores.jsonl"],
-    "pairs": ["pairs.jsonl"],
-    "train": ["model"],
-    "eval": ["eval_samples.jsonl", "eval_scores.jsonl", "eval.json", "h2h_vs_direct.json"],
-}
+STAGE_NAMES = ("generate", "judge", "pairs", "train", "eval")  # pipeline.STAGES, in order
 USER_ERRORS = (ConfigError, DataError, JudgeError, ModelLoadError, RecordError, StoreError)
 
 
@@ -48,14 +44,15 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a YAML config file (applied over --preset if both)")
     p.add_argument(
         "--set",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config key, e.g. --set generation.num_samples=8",
+        help="override config keys, e.g. --set generation.num_samples=8 iterations=2",
     )
 
 
-def _load(args: argparse.Namespace) -> object:
+def _load(args: argparse.Namespace) -> RunConfig:
     overrides = list(args.set)
     if getattr(args, "arms", None):
         overrides.append(f"arms={args.arms}")
@@ -69,49 +66,44 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.preset
         or (os.path.splitext(os.path.basename(args.config))[0] if args.config else "embedded"),
     )
-    pipeline.run(config, out)  # type: ignore[arg-type]
+    from tpo.pipeline import run
+
+    run(config, out)
     return 0
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
+    from tpo import pipeline
+    from tpo.eval.results import write_results
+    from tpo.eval.suite import clear_eval
+    from tpo.eval.tracking import track
+    from tpo.generate.pool import Generators
+
     run = RunDir.load(args.run_dir)
     arm, t = args.arm, args.iteration
     if arm not in ("tpo", "direct"):
         raise ConfigError(f"--arm: unknown arm {arm!r} (tpo | direct)")
     if args.command != "eval" and t < 1:
         raise ConfigError(f"--iteration: {args.command} needs an iteration >= 1")
+    if args.command == "eval" and args.questions and not args.export:
+        raise ConfigError("--questions goes with --export DIR")
     if args.redo:
         d = run.iter_dir(arm, t)
-        for name in STAGE_OUTPUTS[args.command]:
+        for name in pipeline.STAGES[args.command][1]:
             target = d / name
             if target.is_dir():
                 shutil.rmtree(target)
             target.unlink(missing_ok=True)
         run.clear(args.command, arm, t)
         if args.command == "eval":  # and what compared this model's old outputs
-            from tpo.evaluation import suite
-
-            suite.clear_eval(run, arm, t)
-    models = pipeline.Models(run)
-    stages: dict[str, Callable[[], object]] = {
-        "generate": lambda: pipeline.generate(run, models, arm, t),
-        "judge": lambda: pipeline.judge_stage(run, arm, t),
-        "pairs": lambda: pipeline.pairs(run, arm, t),
-        "train": lambda: pipeline.train(run, models, arm, t),
-        "eval": lambda: pipeline.evaluate(run, models, arm, t),
-    }
+            clear_eval(run, arm, t)
+    models = Generators(run.config)
     with run.lock():
-        pipeline.prepare_data(run)
-        if args.command == "eval" and (arm, t) != ("direct", 0):
-            pipeline.evaluate(run, models, "direct", 0)  # the win-rate baseline
-        stages[args.command]()
-        summary = run.manifest()["done"].get(RunDir.stage_key(args.command, arm, t), {})
+        summary = pipeline.run_stage(run, models, args.command, arm=arm, iteration=t)
         extras = _eval_extras(run, models, args) if args.command == "eval" else {}
-        rows = pipeline.write_results(run)
+        rows = write_results(run)
         if args.command == "eval":
-            from tpo.evaluation import suite
-
-            suite.track(run, rows)  # TensorBoard / W&B: the values not logged yet
+            track(run, rows)  # TensorBoard / W&B: the values not logged yet
     out = {f"{arm}/iter_{t}/{args.command}": summary, **extras}
     print(yaml.safe_dump(out, sort_keys=False), end="")
     return 0
@@ -147,16 +139,14 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _eval_extras(run: RunDir, models: pipeline.Models, args: argparse.Namespace) -> dict:
-    from tpo.evaluation import suite
+def _eval_extras(run: RunDir, models: object, args: argparse.Namespace) -> dict:
+    from tpo.eval.suite import extra_evals
 
-    if args.questions and not args.export:
-        raise ConfigError("--questions goes with --export DIR")
-    return suite.cli_evals(
+    return extra_evals(
         run,
-        models,
-        args.arm,
-        args.iteration,
+        models,  # type: ignore[arg-type]
+        arm=args.arm,
+        iteration=args.iteration,
         against=args.against,
         against_arm=args.against_arm,
         math=args.math,
@@ -166,11 +156,12 @@ def _eval_extras(run: RunDir, models: pipeline.Models, args: argparse.Namespace)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from tpo.eval.results import write_results
     from tpo.report import write_report
 
     run = RunDir.load(args.run_dir)
     if not (run.root / "results.json").exists():
-        pipeline.write_results(run)
+        write_results(run)
     print(write_report(run.root, args.out))
     return 0
 
@@ -180,7 +171,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(reference())
         return 0
     config = _load(args)
-    print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")  # type: ignore[attr-defined]
+    print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
     return 0
 
 
@@ -208,10 +199,11 @@ def _serving_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--thought-budget",
-        type=int,
-        metavar="N",
+        default=UNSET,
+        metavar="N|off",
         help="budget forcing: append the response marker after N thought tokens without one; "
-        "0 = off (default: the run's generation.thought_budget, else off)",
+        "off (like generation.thought_budget: null) turns it off (default: the run's "
+        "generation.thought_budget, else off)",
     )
     p.add_argument("--max-tokens", type=int, default=512, help="default new tokens per answer")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
@@ -220,7 +212,7 @@ def _serving_args(p: argparse.ArgumentParser) -> None:
 
 
 def _engine(args: argparse.Namespace) -> tuple[Any, str]:
-    from tpo.serving.engine import load_engine, resolve_settings
+    from tpo.serve.engine import load_engine, resolve_settings
 
     settings = resolve_settings(
         args.model, args.thought_prompt, args.no_marker, args.thought_budget
@@ -231,8 +223,8 @@ def _engine(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from tpo.serving.chat import chat
-    from tpo.serving.engine import sampling_params
+    from tpo.serve.chat import chat
+    from tpo.serve.engine import sampling_params
 
     params = sampling_params(args.temperature, args.top_p, args.max_tokens)
     engine, about = _engine(args)
@@ -241,8 +233,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from tpo.serving.engine import sampling_params
-    from tpo.serving.server import ServerConfig, make_server, serve
+    from tpo.serve.engine import sampling_params
+    from tpo.serve.server import ServerConfig, make_server, serve
 
     sampling_params(1.0, 1.0, args.max_tokens)  # checks --max-tokens
     if args.max_body_bytes < 1024:
@@ -266,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arms", help="comma-separated arms, e.g. tpo,direct")
     p.add_argument("--out", help="run directory (default runs/PRESET)")
     p.set_defaults(func=cmd_run)
-    for name in ("generate", "judge", "pairs", "train", "eval"):
+    for name in STAGE_NAMES:
         p = sub.add_parser(name, help=f"run the {name} stage of one arm and iteration")
         p.add_argument("run_dir")
         p.add_argument("--arm", default="tpo")

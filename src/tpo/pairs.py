@@ -1,4 +1,4 @@
-"""Preference pairs: length control, then chosen = best and rejected = worst per prompt.
+"""The pairs stage: length control, then chosen = best and rejected = worst per prompt.
 
 Length control as in the paper: within the K samples of one prompt, judge scores and lengths
 are normalised to zero mean and unit (population) standard deviation, and
@@ -20,7 +20,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tpo.console import stage_done
 from tpo.records import Pair, Sample, Score
+from tpo.store import RunDir, read_jsonl, write_jsonl
 
 
 def zscores(values: Sequence[float]) -> list[float]:
@@ -128,3 +130,26 @@ def build_pairs(
         with_parse_failure=reasons["parse_failure"],
     )
     return pairs, stats
+
+
+def make_pairs(run: RunDir, *, arm: str, iteration: int) -> None:
+    """The pairs stage of one arm and iteration: samples + scores -> pairs.jsonl."""
+    if run.is_done("pairs", arm, iteration):
+        return
+    d = run.iter_dir(arm, iteration)
+    samples = read_jsonl(d / "samples.jsonl", Sample.from_dict)
+    scores = read_jsonl(d / "scores.jsonl", Score.from_dict)
+    p = run.config.pairs
+    built, stats = build_pairs(samples, scores, p.length_rho, p.length_of)
+    write_jsonl(d / "pairs.jsonl", (x.to_dict() for x in built))
+    chosen = sum(x.chosen_chars for x in built) / max(len(built), 1)
+    rejected = sum(x.rejected_chars for x in built) / max(len(built), 1)
+    stage_done(
+        run,
+        "pairs",
+        arm,
+        iteration,
+        **stats.as_dict(),
+        mean_chosen_chars=chosen,
+        mean_rejected_chars=rejected,
+    )

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from tpo.eval.results import COLUMNS
 from tpo.store import StoreError, atomic_write_text, read_json, read_jsonl
 
 COLORS = {"tpo": "#d1495b", "direct": "#00798c", "h2h": "#edae49"}
@@ -265,8 +266,6 @@ def iteration_table(data: Mapping[str, Any]) -> str:
 
 
 def results_table_html(rows: Sequence[Mapping[str, Any]]) -> str:
-    from tpo.evaluation import COLUMNS
-
     return _table([h for _, h in COLUMNS], [[_fmt(r.get(k)) for k, _ in COLUMNS] for r in rows])
 
 

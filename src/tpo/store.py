@@ -152,6 +152,18 @@ class RunDir:
     def iter_dir(self, arm: str, iteration: int) -> Path:
         return self.root / arm / f"iter_{iteration}"
 
+    def model_path(self, arm: str, iteration: int) -> str:
+        """M_t of an arm: the seed for iteration 0, else that iteration's trained model, or
+        the one before it when training was skipped (no pairs formed)."""
+        if iteration == 0:
+            return self.config.model.name_or_path
+        summary = self.manifest()["done"].get(self.stage_key("train", arm, iteration))
+        if summary is None:
+            raise StoreError(f"no trained model for {arm} iteration {iteration} in {self.root}")
+        if summary.get("skipped"):
+            return self.model_path(arm, iteration - 1)
+        return str(self.iter_dir(arm, iteration) / "model")
+
     # --- manifest: which stage of which arm/iteration is done ---------------------------
     @property
     def manifest_path(self) -> Path:

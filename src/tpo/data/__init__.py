@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tpo.judges.verifier import validate_constraint
+from tpo.constraints import validate_constraint
 from tpo.records import Instruction, RecordError
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Instruction))

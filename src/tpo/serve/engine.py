@@ -1,0 +1,239 @@
+"""The serving engine: chat messages in, (reasoning, content) out, streamed or whole.
+
+What it adds to a bare model, and where each rule is written (once, for training too):
+- **Prompts the way the model was trained** (`tpo.thoughts.render`): the last user message is
+  wrapped in the thought prompt and the assistant turn is prefilled with the thought marker, so
+  a single-turn request gets exactly the training/eval prompt; earlier assistant turns go back
+  as their response only.
+- **Thought splitting** (`tpo.serve.stream`): streamed deltas go through `ThoughtSplitter`
+  (switch at the first response marker); a whole completion through `split_full` (the offline
+  parser's last-marker rule).
+- **Budget forcing at serve time** (optional, `thought_budget`): training's rule
+  (`tpo.generate.forcing`), streamed by `stream_forced`; the request's `max_tokens` caps both
+  phases together. A whole answer is exactly that text split. A stream cannot take back what
+  it has sent, so while a budget is on it holds back the thought's unfinished sentence until
+  the sentence ends, the marker arrives or the budget runs out: streamed and whole answers are
+  the same text, and a streamed thought lags by up to one sentence. Off by default; `tpo serve`
+  takes it from the run's config when it serves a model from a run directory.
+- **One generation at a time** (`tpo.generate.hf.HFStreamer`): concurrent requests queue up and
+  never share a batch, a seed or a streamer. No batching across requests: this server is for
+  trying a model and small loads; `vllm serve` with `tpo.serve.vllm_parser` is for scale.
+
+The backend is a `StreamingGenerator`: a fake one that yields scripted deltas drives the engine
+and the HTTP server deterministically in the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tpo.config import ConfigError, PromptConfig
+from tpo.generate import SamplingParams, StreamingGenerator
+from tpo.generate.forcing import Budget, Step, stream_forced
+from tpo.serve.stream import NO_MARKER_CHOICES, ThoughtSplitter, split_full
+from tpo.store import RunDir, StoreError
+from tpo.thoughts import DIRECT, Message, ThoughtFormat, render, thought_format
+
+THOUGHT_PROMPT_CHOICES = ("generic", "specific", "none")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One step of a streamed answer; the last chunk has `finish_reason` and the usage."""
+
+    reasoning: str = ""
+    content: str = ""
+    thinking: bool = False  # still before the response marker
+    finish_reason: str | None = None  # "stop" | "length", on the last chunk only
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Answer:
+    reasoning: str
+    content: str
+    finish_reason: str
+    completion_tokens: int
+
+
+class Engine:
+    def __init__(
+        self,
+        backend: StreamingGenerator,
+        tokenizer: Any,
+        fmt: ThoughtFormat,
+        *,
+        no_marker: str = "content",
+        thought_budget: int | None = None,
+        context_length: int | None = None,
+    ):
+        if no_marker not in NO_MARKER_CHOICES:
+            raise ValueError(f"no_marker must be one of {', '.join(NO_MARKER_CHOICES)}")
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.fmt = fmt
+        self.no_marker = no_marker
+        self.budget = Budget(thought_budget if fmt.thinking else None)
+        self.context_length = context_length
+
+    @property
+    def thought_budget(self) -> int | None:
+        return self.budget.thought_tokens
+
+    def render(self, messages: Sequence[Message]) -> str:
+        """The model input for a conversation: chat template, thought prompt, prefill."""
+        return render(self.tokenizer, self.fmt, messages)
+
+    def count_tokens(self, text: str) -> int:
+        return self.backend.count_tokens(text)
+
+    def stream(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        seed: int | None = None,
+        live_thought: bool = False,
+    ) -> Iterator[Chunk]:
+        """The answer as chunks. `live_thought` (for display: `tpo chat --show-thoughts`) sends
+        the thought as it comes even under `no_marker="content"`, where it would otherwise be
+        held until the marker decides what it is; if the output then ends without a marker, the
+        last chunk's `content` restates the whole thought, which that rule makes the response.
+        So reasoning and content may overlap then: not for API clients."""
+        live = live_thought and self.fmt.thinking and self.no_marker == "content"
+        splitter = ThoughtSplitter(self.fmt, "reasoning" if live else self.no_marker)
+        yield Chunk(thinking=splitter.thinking)
+        used, finish = 0, "stop"
+        shown: list[str] = []
+        for text, tokens, so_far in self._generate(prompt, params, seed):
+            used, finish = used + tokens, so_far
+            reasoning, content = splitter.feed(text)
+            shown.append(reasoning)
+            if reasoning or content:
+                yield Chunk(reasoning, content, thinking=splitter.thinking)
+        reasoning, content = splitter.finish()
+        if live and not splitter.saw_marker:  # the no_marker="content" rule, after all
+            content = "".join(shown) + reasoning
+        yield Chunk(reasoning, content, False, finish, used)
+
+    def complete(self, prompt: str, params: SamplingParams, seed: int | None = None) -> Answer:
+        parts: list[str] = []
+        used, finish = 0, "stop"
+        for text, tokens, so_far in self._generate(prompt, params, seed):
+            parts.append(text)
+            used, finish = used + tokens, so_far
+        reasoning, content = split_full("".join(parts), self.fmt, self.no_marker)
+        return Answer(reasoning, content, finish, used)
+
+    def _generate(self, prompt: str, params: SamplingParams, seed: int | None) -> Iterator[Step]:
+        return stream_forced(
+            self.backend, prompt, params=params, fmt=self.fmt, budget=self.budget, seed=seed
+        )
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How to prompt and split: from the command line, or from the run that trained the model."""
+
+    fmt: ThoughtFormat
+    no_marker: str
+    thought_budget: int | None
+    source: str  # where the thought format came from, for the startup line
+
+
+def run_of_model(model: str) -> tuple[RunDir, str] | None:
+    """(the run, the arm) when `model` is RUN/ARM/iter_T/model of a run directory."""
+    path = Path(model)
+    if path.name != "model" or not path.parent.name.startswith("iter_"):
+        return None
+    root = path.parent.parent.parent
+    if not (root / "config.yaml").is_file():
+        return None
+    try:
+        return RunDir.load(root), path.parent.parent.name
+    except StoreError as exc:  # a config.yaml this version cannot read: one line
+        raise ConfigError(str(exc)) from None
+
+
+OFF = ("off", "null", "none")
+
+
+def parse_thought_budget(value: str) -> int | None:
+    """`--thought-budget N|off`: the config's `generation.thought_budget` (null = off)."""
+    if value.strip().lower() in OFF:
+        return None
+    try:
+        budget = int(value)
+    except ValueError:
+        raise ConfigError(f"--thought-budget: a number of tokens or off, got {value!r}") from None
+    if budget < 1:
+        raise ConfigError("--thought-budget: must be >= 1, or off")
+    return budget
+
+
+UNSET = "unset"  # --thought-budget not given: the run's setting, else off
+
+
+def resolve_settings(
+    model: str,
+    thought_prompt: str | None = None,
+    no_marker: str = "content",
+    thought_budget: str = UNSET,
+) -> ServeSettings:
+    """Command-line choices win; otherwise the run's config.yaml; otherwise generic, no forcing.
+    `thought_budget` is the option's text (`N` or `off`), or UNSET."""
+    if thought_prompt is not None and thought_prompt not in THOUGHT_PROMPT_CHOICES:
+        raise ConfigError(f"--thought-prompt: one of {', '.join(THOUGHT_PROMPT_CHOICES)}")
+    if no_marker not in NO_MARKER_CHOICES:
+        raise ConfigError(f"--no-marker: one of {', '.join(NO_MARKER_CHOICES)}")
+    budget = None if thought_budget == UNSET else parse_thought_budget(thought_budget)
+    from_run = run_of_model(model)
+    if thought_prompt is None and from_run is not None:
+        run, arm = from_run
+        fmt = thought_format(arm, run.config.prompt)
+        source = f"{run.root / 'config.yaml'} (arm {arm})"
+        if thought_budget == UNSET:
+            budget = run.config.generation.thought_budget
+    elif thought_prompt == "none":
+        fmt, source = DIRECT, "--thought-prompt none"
+    else:
+        name = thought_prompt or "generic"
+        fmt = thought_format("tpo", PromptConfig(thought_prompt=name))
+        source = f"--thought-prompt {name}"
+    return ServeSettings(fmt, no_marker, budget, source)
+
+
+def sampling_params(temperature: float, top_p: float, max_tokens: int) -> SamplingParams:
+    """Command-line sampling values, checked (a ConfigError names the bad option)."""
+    if not 0 <= temperature <= 2:
+        raise ConfigError(f"--temperature: must be in [0, 2], got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ConfigError(f"--top-p: must be in (0, 1], got {top_p}")
+    if max_tokens < 1:
+        raise ConfigError(f"--max-tokens: must be >= 1, got {max_tokens}")
+    return SamplingParams(temperature, top_p, max_tokens)
+
+
+def load_engine(
+    model: str,
+    settings: ServeSettings,
+    dtype: str = "float32",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+) -> Engine:
+    from tpo.generate.hf import HFStreamer
+    from tpo.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(model, trust_remote_code)
+    lm = load_model(model, dtype, device, trust_remote_code)
+    context = getattr(lm.config, "max_position_embeddings", None)
+    return Engine(
+        HFStreamer(lm, tokenizer),
+        tokenizer,
+        settings.fmt,
+        no_marker=settings.no_marker,
+        thought_budget=settings.thought_budget if settings.fmt.thinking else None,
+        context_length=context if isinstance(context, int) else None,
+    )

@@ -1,0 +1,110 @@
+"""Real TRL DPO training on the tiny random model: full fine-tune, LoRA (merged), NLL term,
+and the loss of the first step derived by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tpo.config import ModelConfig, TrainConfig
+from tpo.models import load_model, load_tokenizer
+from tpo.records import Pair
+from tpo.train import train_dpo
+
+
+def pairs(n: int = 4) -> list[Pair]:
+    prompt = (
+        "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\nHere is my thought process:\n"
+    )
+    return [
+        Pair(
+            f"i{k}",
+            prompt,
+            "short.\nHere is my response:\nhi",
+            "long long long\nno marker",
+            0,
+            1,
+            1.0,
+            0.0,
+            30,
+            25,
+            "score",
+        )
+        for k in range(n)
+    ]
+
+
+def train(built: list[Pair], path: str, cfg: TrainConfig, out) -> dict:
+    model_cfg = ModelConfig(name_or_path=path)
+    return train_dpo(built, path, model_cfg=model_cfg, cfg=cfg, out_dir=out, seed=0)
+
+
+def chosen_nll(path: str, pair: Pair) -> float:
+    """Mean negative log-likelihood of the chosen completion's tokens (EOS appended, as TRL
+    does for text pairs) given the prompt, computed directly with the model."""
+    model, tokenizer = load_model(path), load_tokenizer(path)
+    prompt = tokenizer(pair.prompt, add_special_tokens=False)["input_ids"]
+    whole = tokenizer(pair.prompt + pair.chosen + tokenizer.eos_token, add_special_tokens=False)
+    ids = whole["input_ids"]
+    start = 0  # the completion starts where the two tokenizations part
+    while start < len(prompt) and prompt[start] == ids[start]:
+        start += 1
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].float()
+    logps = torch.log_softmax(logits[:-1], dim=-1)
+    targets = torch.tensor(ids[1:])
+    token_logps = logps[torch.arange(len(targets)), targets]
+    return float(-token_logps[start - 1 :].mean())
+
+
+@pytest.mark.parametrize("nll", [0.0, 0.5], ids=["dpo", "dpo+nll"])
+def test_first_step_loss_is_derived_by_hand(tmp_path, tiny_path, nll):
+    """At the first step the policy is its own reference, so every log-ratio is 0 and the
+    sigmoid DPO loss of every pair is -log(sigmoid(beta * 0)) = ln 2 = 0.693147, whatever beta.
+    The NLL term adds w times the mean negative log-likelihood of the chosen completions'
+    tokens (all four pairs share one chosen output here, so the batch mean is that one's)."""
+    cfg = TrainConfig(learning_rate=1e-3, epochs=1, batch_size=4, max_length=128, beta=0.3)
+    cfg = TrainConfig(**{**cfg.__dict__, "nll_weight": nll})
+    built = pairs(4)
+    summary = train(built, tiny_path, cfg, tmp_path / "m")
+    expected = math.log(2) + nll * (chosen_nll(tiny_path, built[0]) if nll else 0.0)
+    assert summary["steps"] == 1
+    assert summary["first_loss"] == pytest.approx(expected, abs=2e-4)
+
+
+def weights(path: str) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in load_model(path).state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    ("method", "nll"), [("full", 0.0), ("lora", 0.0), ("full", 0.5)], ids=["full", "lora", "nll"]
+)
+def test_training_changes_weights_and_saves_a_loadable_checkpoint(tmp_path, tiny_path, method, nll):
+    cfg = TrainConfig(
+        method=method,
+        learning_rate=1e-3,
+        epochs=2,
+        batch_size=2,
+        nll_weight=nll,
+        max_length=128,
+        lora_r=4,
+        lora_alpha=8,
+    )
+    out = tmp_path / "model"
+    summary = train(pairs(), tiny_path, cfg, out)
+    assert summary["steps"] == 4 and summary["pairs"] == 4
+    before, after = weights(tiny_path), weights(str(out))
+    assert before.keys() == after.keys()  # LoRA was merged: a plain checkpoint
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed, "training did not change any weight"
+    assert not (tmp_path / "model.work").exists() and not (tmp_path / "model.partial").exists()
+
+
+def test_dpo_prefers_the_chosen_output_after_training(tmp_path, tiny_path):
+    """With a large learning rate the policy's chosen-vs-rejected margin must become positive."""
+    cfg = TrainConfig(learning_rate=5e-3, epochs=3, batch_size=4, max_length=128)
+    summary = train(pairs(4), tiny_path, cfg, tmp_path / "m")
+    assert summary["final_reward_margin"] > 0
+    assert summary["final_reward_accuracy"] == 1.0
