@@ -23,7 +23,7 @@ from tpo.eval.export import export_responses
 from tpo.eval.lc import length_controlled_win_rate
 from tpo.eval.math_eval import math_accuracy
 from tpo.eval.metrics import eval_metrics, score_map
-from tpo.eval.results import results, results_table
+from tpo.eval.results import results, results_table, write_results
 from tpo.eval.tracking import track
 from tpo.generate import Completion, SamplingParams
 from tpo.generate.forcing import Generated
@@ -33,6 +33,7 @@ from tpo.judge import JudgeItem
 from tpo.judge.verifier import VerifierJudge
 from tpo.pipeline import run_all
 from tpo.records import Instruction, Score
+from tpo.report import write_report
 from tpo.store import RunDir, read_jsonl, write_json, write_jsonl
 from tpo.thoughts import thought_format
 
@@ -371,15 +372,13 @@ def test_run_all_adds_head_to_head_and_writes_the_report(run: RunDir, capsys):
     assert (run.root / "report.html").stat().st_size > 10_000
 
 
-class OneSidedJudge:
-    """A pairwise LLM backend that says "A" whenever tpo's response is shown first and "tie"
-    when direct's is: one order a win, the other a tie."""
+class ScriptedVerdicts:
+    """A pairwise LLM backend whose verdict is `decide(response_a, response_b)`."""
 
-    identity = "one-sided"
     chunk_size = 64
 
-    def __init__(self) -> None:
-        self.calls = 0
+    def __init__(self, identity: str, decide) -> None:
+        self.identity, self.decide, self.calls = identity, decide, 0
 
     def complete(self, conversations):
         from tpo.judge.backends import Reply
@@ -387,10 +386,17 @@ class OneSidedJudge:
         replies = []
         for messages in conversations:
             self.calls += 1
-            first = messages[-1]["content"].split("[Response A]\n", 1)[1].split("\n\n")[0]
-            verdict = "A" if first in ("hello there", "no") else "tie"
-            replies.append(Reply(f"Reasons.\nVerdict: {verdict}"))
+            text = messages[-1]["content"]
+            a = text.split("[Response A]\n", 1)[1].split("\n\n[Response B]", 1)[0]
+            b = text.split("[Response B]\n", 1)[1].split("\n\nFirst explain", 1)[0]
+            replies.append(Reply(f"Reasons.\nVerdict: {self.decide(a, b)}"))
         return replies
+
+
+def one_sided() -> ScriptedVerdicts:
+    """ "A" whenever tpo's response is shown first, "tie" when direct's is: one order a win,
+    the other a tie."""
+    return ScriptedVerdicts("one-sided", lambda a, b: "A" if a in ("hello there", "no") else "tie")
 
 
 def test_pairwise_llm_judge_gives_a_verdict_per_order(run: RunDir, monkeypatch):
@@ -398,7 +404,7 @@ def test_pairwise_llm_judge_gives_a_verdict_per_order(run: RunDir, monkeypatch):
     Bradley-Terry fit of two responses, which would make win + tie a full win (1.0).
     h1 and h4: tpo first "A" (1), direct first "tie" (0.5) -> 0.75; h2: identical responses
     tie without a call; h3: tpo failed to parse -> 0. Win rate 2.0 / 4 = 0.5."""
-    backend = OneSidedJudge()
+    backend = one_sided()
     monkeypatch.setattr("tpo.judge.build.llm_backend", lambda cfg: backend)
     judge_cfg = {"type": "pairwise", "llm": {"model": "some-judge"}, "cache": False}
     run = RunDir(run.root, config_from_dict(run.config.to_dict() | {"judge": judge_cfg}))
@@ -472,3 +478,48 @@ def test_export_with_questions_keeps_their_benchmark_fields(run: RunDir, tmp_pat
     assert [r["dataset"] for r in alpaca] == ["helpful_base", "tpo", "tpo", "tpo"]
     v2 = tmp_path / "exp" / "arena-hard-v2.0" / "question.jsonl"
     assert {json.loads(line)["category"] for line in v2.read_text().splitlines()} == {"hard_prompt"}
+
+
+def longer_is_better() -> ScriptedVerdicts:
+    """The longer response wins; equal lengths tie."""
+    return ScriptedVerdicts(
+        "longer", lambda a, b: "A" if len(a) > len(b) else "B" if len(b) > len(a) else "tie"
+    )
+
+
+def test_pairwise_eval_judge_shows_no_scores_and_judges_win_rates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Under a pairwise eval judge one held-out output per prompt has nothing to be compared
+    with, so no mean score, error or pass rate is computed (they were Elo 1000, 1.0 before):
+    they are None, shown as "-" with the reason under the table. The win rates against the
+    seed are the judge's verdicts in both orders: tpo's longer answers win all 4 prompts in
+    both orders (1.0), with 2 calls per prompt."""
+    from tpo.eval.heldout import evaluate
+
+    backend = longer_is_better()
+    monkeypatch.setattr("tpo.judge.build.llm_backend", lambda cfg: backend)
+    config = config_from_dict(
+        {
+            "arms": ["tpo", "direct"],
+            "model": {"name_or_path": "fake"},
+            "eval_judge": {"type": "pairwise", "llm": {"model": "judge"}, "cache": False},
+        }
+    )
+    run = RunDir.open(tmp_path / "run", config)
+    write_jsonl(run.root / "data" / "heldout.jsonl", (i.to_dict() for i in HELDOUT))
+    run.mark_done("data", train=0, heldout=len(HELDOUT))
+    seed = evaluate(run, FakeModels("ok"), arm="direct", iteration=0)
+    assert backend.calls == 0  # the baseline against itself needs no judge
+    tpo0 = evaluate(run, FakeModels(f"Hm.{R}a longer answer"), arm="tpo", iteration=0)
+    assert backend.calls == 2 * len(HELDOUT)
+    for metrics in (seed, tpo0):
+        assert metrics["mean_score"] is None and metrics["pass_rate"] is None
+        assert metrics["score_se"] is None and "pairwise eval judge" in metrics["notes"][0]
+    assert seed["win_rate"] == 0.5 and tpo0["win_rate"] == 1.0
+    assert not (run.iter_dir("tpo", 0) / "eval_scores.jsonl").exists()  # nothing was scored
+    table = results_table(results(run))
+    assert table.splitlines()[1].split()[2:5] == ["-", "-", "-"]  # score, ±se, pass
+    assert table.splitlines()[-1].startswith("note: score, ±se and pass are '-'")
+    write_results(run)
+    assert "score, ±se and pass are &#x27;-&#x27;" in write_report(run.root).read_text()

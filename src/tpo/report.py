@@ -266,7 +266,10 @@ def iteration_table(data: Mapping[str, Any]) -> str:
 
 
 def results_table_html(rows: Sequence[Mapping[str, Any]]) -> str:
-    return _table([h for _, h in COLUMNS], [[_fmt(r.get(k)) for k, _ in COLUMNS] for r in rows])
+    """Every results column, then the rows' notes (why a number is "-")."""
+    table = _table([h for _, h in COLUMNS], [[_fmt(r.get(k)) for k, _ in COLUMNS] for r in rows])
+    notes = dict.fromkeys(note for r in rows for note in r.get("notes", []))
+    return table + "".join(f"<p class='note'>{html.escape(n)}</p>" for n in notes)
 
 
 def _by_id(path: Path) -> dict[str, dict[str, Any]]:

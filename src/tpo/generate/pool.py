@@ -17,6 +17,15 @@ from tpo.generate import Generator
 from tpo.models import load_model, load_tokenizer
 
 
+def _hf(model: Any, tokenizer: Any, batch_size: int) -> Generator:
+    from tpo.generate.hf import HFGenerator
+
+    return HFGenerator(model, tokenizer, batch_size, progress=False)
+
+
+BACKENDS = {"hf": _hf}  # generation.backend -> a Generator over a loaded model
+
+
 class Generators:
     """A `GeneratorSource` over the run's model settings."""
 
@@ -29,15 +38,14 @@ class Generators:
         self.tokenizer: Any = None
 
     def generator(self, path: str, batch_size: int) -> tuple[Generator, Any]:
-        from tpo.generate.hf import HFGenerator
-
         if path != self.path:
             self.release()
             cfg = self.model_cfg
             self.tokenizer = load_tokenizer(path, cfg.trust_remote_code)
             self.model = load_model(path, self.dtype, cfg.device, cfg.trust_remote_code)
             self.path = path
-        return HFGenerator(self.model, self.tokenizer, batch_size, progress=False), self.tokenizer
+        make = BACKENDS[self.backend]
+        return make(self.model, self.tokenizer, batch_size), self.tokenizer
 
     def release(self) -> None:
         """Drop the model (and the GPU memory it held)."""
