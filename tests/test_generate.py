@@ -169,3 +169,29 @@ def test_batched_and_streamed_forcing_follow_one_rule(first, first_eos, budget, 
     assert sum(tokens for _, tokens, _ in steps) == made.num_tokens
     assert [p for p, _ in batch.calls[1:]] == [[q] for q in stream.prompts[1:]]
     assert (MARK in streamed) == (MARK in made.output)
+
+
+def test_sampling_plans_cap_tokens_as_the_config_says():
+    """A forced output may take thought_budget + response_max_tokens; an output that is never
+    forced (the direct arm, or forcing off) max_new_tokens. Eval plans sample one output per
+    instruction at the eval settings, with the same caps."""
+    from tpo.config import load_config
+    from tpo.generate.stage import SamplingPlan
+
+    cfg = load_config(
+        preset="tiny",
+        overrides=[
+            "generation.max_new_tokens=50",
+            "generation.thought_budget=7",
+            "generation.response_max_tokens=11",
+            "eval.temperature=0",
+        ],
+    )
+    tpo, direct = (SamplingPlan.training(cfg, arm, 1) for arm in ("tpo", "direct"))
+    assert tpo.params.max_new_tokens == 18 and tpo.budget == Budget(7, 11)
+    assert direct.params.max_new_tokens == 50 and direct.num_samples == 4
+    heldout = SamplingPlan.evaluation(cfg, "direct", 0, "eval")
+    assert (heldout.params.max_new_tokens, heldout.params.temperature) == (50, 0.0)
+    assert heldout.num_samples == 1 and heldout.seed_parts == (0, "eval", "direct", 0)
+    off = load_config(preset="tiny", overrides=["generation.thought_budget=null"])
+    assert SamplingPlan.training(off, "tpo", 1).params.max_new_tokens == 8  # max_new_tokens

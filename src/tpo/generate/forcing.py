@@ -44,11 +44,12 @@ class Budget:
         return fmt.thinking and self.thought_tokens is not None
 
 
-def token_cap(g: GenerationConfig) -> int:
-    """The most new tokens of one output under the generation settings: thought budget plus
-    response tokens with forcing, `max_new_tokens` without."""
-    if g.thought_budget is None:
+def token_cap(g: GenerationConfig, fmt: ThoughtFormat) -> int:
+    """The most new tokens of one output of an arm: thought budget plus response tokens where
+    forcing applies, `max_new_tokens` where it does not (the direct arm, forcing off)."""
+    if not Budget.from_config(g).applies_to(fmt):
         return g.max_new_tokens
+    assert g.thought_budget is not None
     return g.thought_budget + g.response_max_tokens
 
 

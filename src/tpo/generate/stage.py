@@ -49,11 +49,11 @@ class SamplingPlan:
     @classmethod
     def training(cls, config: RunConfig, arm: str, iteration: int) -> SamplingPlan:
         """K samples per instruction at the generation settings (the generate stage)."""
-        g = config.generation
+        g, fmt = config.generation, thought_format(arm, config.prompt)
         return cls(
             arm=arm,
-            fmt=thought_format(arm, config.prompt),
-            params=SamplingParams(g.temperature, g.top_p, token_cap(g)),
+            fmt=fmt,
+            params=SamplingParams(g.temperature, g.top_p, token_cap(g, fmt)),
             budget=Budget.from_config(g),
             num_samples=g.num_samples,
             batch_size=g.batch_size,
@@ -65,11 +65,11 @@ class SamplingPlan:
     def evaluation(cls, config: RunConfig, arm: str, iteration: int, tag: str) -> SamplingPlan:
         """One output per instruction at the eval settings (greedy by default), with the same
         thought prompt and forcing as training; `tag` names the set ("eval", "math-...")."""
-        g, e = config.generation, config.eval
+        g, e, fmt = config.generation, config.eval, thought_format(arm, config.prompt)
         return cls(
             arm=arm,
-            fmt=thought_format(arm, config.prompt),
-            params=SamplingParams(e.temperature, e.top_p, token_cap(g)),
+            fmt=fmt,
+            params=SamplingParams(e.temperature, e.top_p, token_cap(g, fmt)),
             budget=Budget.from_config(g),
             num_samples=1,
             batch_size=e.batch_size,
