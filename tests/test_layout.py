@@ -34,8 +34,14 @@ def _type_checking_lines(tree: ast.AST) -> set[int]:
     return lines
 
 
+def _with_parents(name: str) -> list[str]:
+    """`tpo.a.b` and the packages importing it runs: `tpo.a`, `tpo`."""
+    parts = name.split(".")
+    return [".".join(parts[:k]) for k in range(1, len(parts) + 1)]
+
+
 def imports_of(path: Path, known: set[str]) -> set[str]:
-    """The tpo modules `path` imports (a package's __init__ included: importing a.b runs a)."""
+    """The tpo modules `path` imports, with the packages whose __init__ that import runs."""
     tree = ast.parse(path.read_text())
     skip = _type_checking_lines(tree)
     found: set[str] = set()
@@ -45,12 +51,14 @@ def imports_of(path: Path, known: set[str]) -> set[str]:
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}:{node.lineno}: a relative import (write tpo...)"
+            assert node.module is not None
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         for name in names:
-            if name in known:
-                found.add(name)
-    return found - {module_name(path)}
+            found.update(n for n in _with_parents(name) if n in known)
+    me = module_name(path) if path.is_relative_to(SRC) else ""
+    return found - set(_with_parents(me))
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -93,6 +101,13 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def test_imports_include_the_packages_they_run(tmp_path: Path) -> None:
+    mod = tmp_path / "m.py"
+    mod.write_text("def f():\n    from tpo.eval.results import COLUMNS\n")
+    known = {"tpo", "tpo.eval", "tpo.eval.results", "tpo.store"}
+    assert imports_of(mod, known) == {"tpo", "tpo.eval", "tpo.eval.results"}
+
+
 def test_cycle_finder_finds_a_planted_cycle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
@@ -109,6 +124,12 @@ def test_pipeline_and_cli_are_on_top() -> None:
     for top in ("tpo.pipeline", "tpo.cli"):
         users = sorted(m for m, deps in graph.items() if top in deps)
         assert set(users) <= {"tpo", "tpo.cli"}, f"{top} is imported by {users}"
+
+
+def test_the_cli_names_the_pipeline_stages_in_order() -> None:
+    from tpo import cli, pipeline
+
+    assert tuple(pipeline.STAGES) == cli.STAGE_NAMES
 
 
 def test_floor_modules_import_no_stage() -> None:
@@ -145,6 +166,58 @@ def test_light_imports_do_not_load_torch() -> None:
 
 # --- measures (printed by `python tests/test_layout.py`) ----------------------------------
 
+WINDOW = 6  # lines that make a repeated block
+
+
+def _code_lines(path: Path, shape: bool) -> list[tuple[int, str]]:
+    """(line number, text) of the logical code lines, imports, docstrings and comments left
+    out; with `shape`, names, strings and numbers are replaced by placeholders."""
+    import io
+    import keyword
+    import tokenize
+
+    lines: dict[int, list[str]] = {}
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT}
+    previous = None
+    for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+        if tok.type in skip or tok.type == tokenize.ENDMARKER:
+            previous = tok.type
+            continue
+        text = tok.string
+        if tok.type == tokenize.STRING and previous in (tokenize.INDENT, tokenize.NEWLINE, None):
+            previous = tok.type  # a docstring (or a bare string statement)
+            continue
+        if shape and tok.type == tokenize.NAME and not keyword.iskeyword(text):
+            text = "N"
+        elif shape and tok.type in (tokenize.STRING, tokenize.NUMBER):
+            text = "S"
+        lines.setdefault(tok.start[0], []).append(text)
+        previous = tok.type
+    out = [(n, " ".join(toks)) for n, toks in sorted(lines.items())]
+    return [(n, t) for n, t in out if not t.startswith(("import ", "from "))]
+
+
+def repeated_blocks(shape: bool = False) -> int:
+    """Pairs of places that share a run of WINDOW code lines (identical, or with `shape`
+    identical but for names and values), each pair counted once however long its run."""
+    where: dict[tuple[str, ...], list[tuple[str, int]]] = {}
+    for name, path in modules().items():
+        lines = _code_lines(path, shape)
+        for k in range(len(lines) - WINDOW + 1):
+            key = tuple(t for _, t in lines[k : k + WINDOW])
+            where.setdefault(key, []).append((name, k))
+    pairs: set[tuple[str, str, int]] = set()
+    for places in where.values():
+        if len(places) < 2 or len(places) > 8:  # too common to be one repeated block
+            continue
+        for a in range(len(places)):
+            for b in range(a + 1, len(places)):
+                (fa, ka), (fb, kb) = places[a], places[b]
+                if fa == fb and abs(ka - kb) < WINDOW:
+                    continue  # a run overlapping itself
+                pairs.add((fa, fb, ka - kb))  # one pair per alignment of two files
+    return len(pairs)
+
 
 def measures() -> dict[str, object]:
     files = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
@@ -166,6 +239,10 @@ def measures() -> dict[str, object]:
         "longest functions": sorted(functions, reverse=True)[:3],
         "most positional parameters": sorted(positional, reverse=True)[:3],
         "cycles": cycles(import_graph()),
+        f"repeated blocks of {WINDOW}+ identical code lines": repeated_blocks(),
+        f"repeated blocks of {WINDOW}+ code lines alike but for names and values": repeated_blocks(
+            shape=True
+        ),
     }
 
 

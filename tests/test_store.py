@@ -58,3 +58,57 @@ def test_manifest_marks_and_clears(tmp_path):
     assert run.manifest()["done"]["tpo/iter_1/pairs"] == {"pairs": 3}
     run.clear("pairs", "tpo", 1)
     assert not run.is_done("pairs", "tpo", 1)
+
+
+# the judge sections of a config.yaml saved before each judge type had its own section
+OLD_FLAT_JUDGE = {
+    "type": "pairwise",
+    "model": "judge-model",
+    "backend": "openai",
+    "base_url": "http://127.0.0.1:9/v1",
+    "api_key_env": "OPENAI_API_KEY",
+    "concurrency": 3,
+    "max_retries": 4,
+    "retry_backoff_s": 1.0,
+    "timeout_s": 60.0,
+    "pairs_per_sample": 2,
+    "max_new_tokens": 512,
+    "batch_size": 8,
+    "max_length": 4096,
+    "dtype": "auto",
+    "device": "auto",
+    "trust_remote_code": False,
+    "cache": True,
+    "cache_path": None,
+}
+
+
+def test_a_run_directory_saved_with_flat_judge_keys_still_resumes(tmp_path):
+    """Run directories made before the judge sections were split keep working: their saved
+    config (flat judge keys, `eval_judge` of type same with every default) is read into the
+    new sections, compares equal to the same config written today, and loads."""
+    import yaml
+
+    today = load_config(
+        preset="tiny",
+        overrides=[
+            "judge.type=pairwise",
+            "judge.llm.model=judge-model",
+            "judge.llm.backend=openai",
+            "judge.llm.openai.base_url=http://127.0.0.1:9/v1",
+            "judge.llm.openai.concurrency=3",
+            "judge.pairwise.pairs_per_sample=2",
+        ],
+    )
+    old = today.to_dict()
+    old["judge"] = OLD_FLAT_JUDGE
+    old["eval_judge"] = {**OLD_FLAT_JUDGE, "type": "same", "model": None, "backend": "local"}
+    old["eval_judge"] |= {"base_url": None, "concurrency": 8, "pairs_per_sample": None}
+    root = tmp_path / "old-run"
+    root.mkdir()
+    (root / "config.yaml").write_text(yaml.safe_dump(old))
+    assert RunDir.open(root, today).config == today  # resumes: no "different config"
+    assert RunDir.load(root).config == today
+    other = load_config(preset="tiny", overrides=["judge.type=verifier"])
+    with pytest.raises(StoreError, match=r"different config: judge\.llm\.backend"):
+        RunDir.open(root, other)

@@ -41,10 +41,27 @@ def embedded_gguf_path() -> Path:
     return path
 
 
+def _cached(target: Path) -> bool:
+    return (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file()
+
+
+def _save_checkpoint(model: Any, tokenizer: Any, target: Path) -> Path:
+    """Save into TARGET.partial, then rename: a killed save never looks like a cache."""
+    import shutil
+
+    tmp = target.with_name(target.name + ".partial")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if target.exists():  # a stale, incomplete cache from an interrupted conversion
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return target
+
+
 def embedded_checkpoint() -> Path:
     """Path of the cached safetensors checkpoint of the embedded model, converting it once."""
     target = cache_dir() / "smollm2-135m-instruct"
-    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+    if _cached(target):
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
@@ -53,22 +70,14 @@ def embedded_checkpoint() -> Path:
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True)
     )
-    tmp = target.with_name(target.name + ".partial")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if target.exists():  # a stale, incomplete cache from an interrupted conversion
-        import shutil
-
-        shutil.rmtree(target)
-    tmp.rename(target)
-    return target
+    return _save_checkpoint(model, tokenizer, target)
 
 
 def tiny_checkpoint() -> Path:
     """A 2-layer randomly initialised Llama with the embedded model's tokenizer and chat
     template, built once with a fixed seed: for tests and the `tiny` preset."""
     target = cache_dir() / "tiny-random-llama"
-    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+    if _cached(target):
         return target
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -89,15 +98,7 @@ def tiny_checkpoint() -> Path:
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
-    tmp = target.with_name(target.name + ".partial")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if target.exists():
-        import shutil
-
-        shutil.rmtree(target)
-    tmp.rename(target)
-    return target
+    return _save_checkpoint(model, tokenizer, target)
 
 
 def resolve_model_path(name_or_path: str) -> str:

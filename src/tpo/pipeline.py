@@ -27,7 +27,7 @@ from tpo.eval.heldout import evaluate
 from tpo.eval.results import results_table, write_results
 from tpo.eval.tracking import track
 from tpo.generate import GeneratorSource
-from tpo.generate.pool import Generators
+from tpo.generate.pool import Generators, release_for
 from tpo.generate.stage import generate_samples
 from tpo.judge.stage import judge_samples
 from tpo.pairs import make_pairs
@@ -37,8 +37,8 @@ from tpo.train import train_model
 
 
 def _judge(run: RunDir, models: GeneratorSource, *, arm: str, iteration: int) -> None:
-    if not run.is_done("judge", arm, iteration) and run.config.judge.loads_model:
-        models.release()  # never the policy and a judge model in memory together
+    if not run.is_done("judge", arm, iteration):
+        release_for(run.config.judge, models)
     judge_samples(run, arm=arm, iteration=iteration)
 
 

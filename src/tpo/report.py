@@ -156,8 +156,11 @@ def plot_scores(rows: Sequence[Mapping[str, Any]], h2h: Mapping[int, Mapping[str
     right.axhline(0.5, color="#999", lw=0.8, ls="--")
     left.set(title="Mean judge score (held-out)", xlabel="iteration", ylabel="score")
     right.set(title="Win rate", xlabel="iteration", ylabel="win rate", ylim=(0, 1))
+    if not left.get_legend_handles_labels()[0]:  # a pairwise eval judge scores nothing alone
+        left.text(0.5, 0.5, "no per-output scores\n(see the notes)", ha="center", va="center")
     for ax in (left, right):
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     return _png(fig)

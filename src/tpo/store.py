@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from tpo.config import ConfigError, RunConfig, config_from_dict
+from tpo.config import ConfigError, RunConfig, stored_config
 
 T = TypeVar("T")
 
@@ -124,7 +124,7 @@ class RunDir:
         if cfg_path.exists():
             old = yaml.safe_load(cfg_path.read_text()) or {}
             with contextlib.suppress(ConfigError):  # fill keys added since, with defaults
-                old = config_from_dict(old).to_dict()
+                old = stored_config(old).to_dict()
             diff = _first_difference(old, config.to_dict())
             if diff:
                 raise StoreError(
@@ -144,7 +144,7 @@ class RunDir:
         if not cfg_path.is_file():
             raise StoreError(f"{root} is not a run directory (no config.yaml)")
         try:
-            config = config_from_dict(yaml.safe_load(cfg_path.read_text()) or {})
+            config = stored_config(yaml.safe_load(cfg_path.read_text()) or {})
         except ConfigError as exc:
             raise StoreError(f"{cfg_path}: {exc}") from None
         return cls(root, config)

@@ -14,6 +14,7 @@ from tpo.config.loading import (
     read_preset,
     read_yaml,
     reference,
+    stored_config,
 )
 from tpo.config.sections import (
     ConfigError,
@@ -55,4 +56,5 @@ __all__ = [
     "read_preset",
     "read_yaml",
     "reference",
+    "stored_config",
 ]

@@ -123,6 +123,37 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
     return _build(RunConfig, data, "")
 
 
+_LLM_KEYS = ("backend", "max_new_tokens")
+_ENDPOINT_KEYS = ("base_url", "api_key_env", "concurrency", "max_retries", "retry_backoff_s")
+_LOCAL_KEYS = ("batch_size", "dtype", "device", "trust_remote_code")
+
+
+def _sections_of_flat_judge(flat: dict[str, Any]) -> dict[str, Any]:
+    """A judge section as run directories made before tpo 0.2 saved it (every setting flat)
+    in today's shape: each setting moved to the section of the judge it served."""
+    out: dict[str, Any] = {k: flat[k] for k in ("type", "cache", "cache_path") if k in flat}
+    llm = {k: flat[k] for k in (*_LLM_KEYS, *_LOCAL_KEYS) if k in flat}
+    llm["openai"] = {k: flat[k] for k in (*_ENDPOINT_KEYS, "timeout_s") if k in flat}
+    reward = {k: flat[k] for k in (*_LOCAL_KEYS, "max_length") if k in flat}
+    if flat.get("model") is not None:
+        (reward if flat.get("type") == "reward_model" else llm)["model"] = flat["model"]
+    out["llm"], out["reward_model"] = llm, reward
+    if "pairs_per_sample" in flat:
+        out["pairwise"] = {"pairs_per_sample": flat["pairs_per_sample"]}
+    return out
+
+
+def stored_config(data: dict[str, Any]) -> RunConfig:
+    """The config a run directory saved in config.yaml, including one saved by an earlier
+    version (its flat judge keys are moved to today's sections), so old runs still resume."""
+    data = dict(data)
+    for name in ("judge", "eval_judge"):
+        section = data.get(name)
+        if isinstance(section, dict) and any(key in section for key in _ENDPOINT_KEYS):
+            data[name] = _sections_of_flat_judge(section)
+    return config_from_dict(data)
+
+
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """`over` on top of `base`, mappings merged key by key."""
     out = dict(base)

@@ -22,6 +22,7 @@ from tpo.eval.lc import length_controlled_win_rate
 from tpo.eval.outputs import eval_responses, responses_for
 from tpo.eval.winrate import Comparer, make_comparer, pairwise_preferences, summarize
 from tpo.generate import GeneratorSource
+from tpo.generate.pool import release_for
 from tpo.judge import JudgeError
 from tpo.records import Instruction, Response
 from tpo.store import RunDir, StoreError, write_json
@@ -147,8 +148,7 @@ def tpo_vs_direct(run: RunDir, models: GeneratorSource, done: Sequence[tuple[str
     for arm, t in done:
         if arm == "tpo" and ("direct", t) in done and not run.is_done("h2h_vs_direct", arm, t):
             if judge is None:
-                if run.config.judge_for_eval.loads_model:
-                    models.release()
+                release_for(run.config.judge_for_eval, models)
                 judge = run_comparer(run)
             try:
                 r = head_to_head(run, judge, arm="tpo", other="direct", iteration=t, models=models)

@@ -17,9 +17,10 @@ from typing import Any
 from tpo.console import stage_done
 from tpo.data.split import heldout_instructions
 from tpo.eval.metrics import eval_metrics, output_metrics, score_map, win_rate
-from tpo.eval.outputs import Responses, eval_responses, responses_of
+from tpo.eval.outputs import eval_responses, responses_of
 from tpo.eval.winrate import make_comparer, pairwise_preferences, summarize
 from tpo.generate import GeneratorSource
+from tpo.generate.pool import release_for
 from tpo.generate.stage import SamplingPlan, sample_outputs
 from tpo.judge.stage import judge_heldout
 from tpo.records import Sample, Score
@@ -47,10 +48,8 @@ def evaluate(run: RunDir, models: GeneratorSource, *, arm: str, iteration: int) 
         tokenizer=tokenizer,
     )
     del generator  # it holds the policy model
-    judge_cfg = run.config.judge_for_eval
-    if judge_cfg.loads_model:  # never two large models in memory
-        models.release()
-    if judge_cfg.type == "pairwise":
+    release_for(run.config.judge_for_eval, models)
+    if run.config.judge_for_eval.type == "pairwise":
         metrics = _compared_metrics(run, samples, arm, iteration)
     else:
         metrics = _scored_metrics(run, samples, arm, iteration)
@@ -85,22 +84,23 @@ def _compared_metrics(
 ) -> dict[str, Any]:
     """Metrics under a pairwise eval judge: win rates from its verdicts, no scores."""
     ours = responses_of(samples)
+    notes = [PAIRWISE_NOTE]
     metrics: dict[str, Any] = {
         "mean_score": None,
         "score_se": None,
         "pass_rate": None,
         "win_rate": 0.5 if (arm, iteration) == ("direct", 0) else None,
         **output_metrics(samples),
-        "notes": [PAIRWISE_NOTE],
+        "notes": notes,
     }
-    if (arm, iteration) != ("direct", 0):
-        metrics["win_rate"] = _verdict_win_rate(run, ours, eval_responses(run, "direct", 0))
+    against = {} if (arm, iteration) == ("direct", 0) else {"win_rate": ("direct", 0)}
     if iteration > 0 and run.is_done("eval", arm, 0):
-        metrics["win_vs_iter0"] = _verdict_win_rate(run, ours, eval_responses(run, arm, 0))
-    return metrics
-
-
-def _verdict_win_rate(run: RunDir, ours: Responses, theirs: Responses) -> float | None:
+        against["win_vs_iter0"] = (arm, 0)
     comparer = make_comparer(run.config.judge_for_eval, run.root, run.config.seed)
-    prefs = pairwise_preferences(comparer, heldout_instructions(run), ours, theirs)
-    return summarize(prefs.values()).win_rate
+    heldout = heldout_instructions(run)
+    for key, (other, t) in against.items():
+        prefs = pairwise_preferences(comparer, heldout, ours, eval_responses(run, other, t))
+        metrics[key] = summarize(prefs.values()).win_rate
+        if metrics[key] is None:
+            notes.append(f"{key} is '-': the pairwise judge gave no verdict on any prompt")
+    return metrics

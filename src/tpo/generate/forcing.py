@@ -53,7 +53,10 @@ def token_cap(g: GenerationConfig, fmt: ThoughtFormat) -> int:
     return g.thought_budget + g.response_max_tokens
 
 
-_SENTENCE_ENDS = (". ", "! ", "? ", "\n")  # where trim_thought may cut
+def _last_sentence_end(text: str) -> int:
+    """The index of the last sentence end (". ", "! ", "? ") or line break, -1 if none: where
+    `trim_thought` may cut."""
+    return max(text.rfind(end) for end in (". ", "! ", "? ", "\n"))
 
 
 def trim_thought(text: str) -> str:
@@ -67,7 +70,7 @@ def trim_thought(text: str) -> str:
     'Short. And then a long unfinished thought without any end'
     """
     text = text.rstrip()
-    cut = max(text.rfind(end) for end in _SENTENCE_ENDS)
+    cut = _last_sentence_end(text)
     if text.endswith((".", "!", "?")) or cut < len(text) // 2:
         return text
     return text[: cut + 1].rstrip()
@@ -84,7 +87,7 @@ def finished_sentences(text: str) -> int:
     0
     """
     stripped = text.rstrip()
-    cut = max(stripped.rfind(end) for end in _SENTENCE_ENDS)
+    cut = _last_sentence_end(stripped)
     return len(stripped[: cut + 1].rstrip()) if cut >= 0 else 0
 
 

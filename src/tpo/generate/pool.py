@@ -12,8 +12,8 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-from tpo.config import RunConfig
-from tpo.generate import Generator
+from tpo.config import JudgeConfig, RunConfig
+from tpo.generate import Generator, GeneratorSource
 from tpo.models import load_model, load_tokenizer
 
 
@@ -57,3 +57,10 @@ class Generators:
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def release_for(judge: JudgeConfig, models: GeneratorSource) -> None:
+    """Drop the policy model before a judge that loads a model of its own (a reward model, a
+    local LLM): an 8B judge and an 8B policy do not fit in memory together."""
+    if judge.loads_model:
+        models.release()

@@ -76,12 +76,8 @@ class Engine:
         self.tokenizer = tokenizer
         self.fmt = fmt
         self.no_marker = no_marker
-        self.budget = Budget(thought_budget if fmt.thinking else None)
+        self.budget = Budget(thought_budget)  # forcing applies to thinking formats only
         self.context_length = context_length
-
-    @property
-    def thought_budget(self) -> int | None:
-        return self.budget.thought_tokens
 
     def render(self, messages: Sequence[Message]) -> str:
         """The model input for a conversation: chat template, thought prompt, prefill."""
@@ -234,6 +230,6 @@ def load_engine(
         tokenizer,
         settings.fmt,
         no_marker=settings.no_marker,
-        thought_budget=settings.thought_budget if settings.fmt.thinking else None,
+        thought_budget=settings.thought_budget,
         context_length=context if isinstance(context, int) else None,
     )

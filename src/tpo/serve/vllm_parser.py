@@ -173,11 +173,9 @@ def thought_chat_template(base: str, fmt: ThoughtFormat) -> str:
         "{%- set messages = tpo.messages -%}"
     )
     prefill = ""
-    if fmt.prefill and fmt.thought_marker:
+    if fmt.prefill_text:
         prefill = (
-            "{% if add_generation_prompt %}{{ "
-            f"{_jinja_str(fmt.thought_marker + chr(10))}"
-            " }}{% endif %}"
+            f"{{% if add_generation_prompt %}}{{{{ {_jinja_str(fmt.prefill_text)} }}}}{{% endif %}}"
         )
     return wrap + base + prefill
 
