@@ -5,8 +5,10 @@
 3
 """
 
+from tpo.config.fields import ConfigError
 from tpo.config.loading import (
     config_from_dict,
+    expand_shorthands,
     load_config,
     merge,
     parse_override,
@@ -16,8 +18,6 @@ from tpo.config.loading import (
     reference,
 )
 from tpo.config.sections import (
-    ConfigError,
-    DataConfig,
     EndpointConfig,
     EvalConfig,
     GenerationConfig,
@@ -31,6 +31,7 @@ from tpo.config.sections import (
     RunConfig,
     TrainConfig,
 )
+from tpo.config.sources import DataConfig, SourceConfig, SynthConfig
 
 __all__ = [
     "ConfigError",
@@ -46,8 +47,11 @@ __all__ = [
     "PromptConfig",
     "RewardModelConfig",
     "RunConfig",
+    "SourceConfig",
+    "SynthConfig",
     "TrainConfig",
     "config_from_dict",
+    "expand_shorthands",
     "load_config",
     "merge",
     "parse_override",
