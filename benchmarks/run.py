@@ -82,6 +82,7 @@ def bench_train(steps_pairs: int = 8) -> dict[str, Any]:
     ]:
         cfg = TrainConfig(epochs=1, batch_size=2, max_length=512, **kw)  # type: ignore[arg-type]
         s = train_dpo(pairs, path, model_cfg=ModelConfig(), cfg=cfg, out_dir=out / name, seed=0)
+        assert s is not None  # one process is rank 0
         rows[name] = {
             "seconds": s["seconds"],
             "steps": s["steps"],

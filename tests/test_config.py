@@ -6,6 +6,7 @@ from tpo.config import (
     ConfigError,
     RunConfig,
     config_from_dict,
+    expand_shorthands,
     load_config,
     parse_override,
     preset_names,
@@ -29,7 +30,7 @@ def test_every_shipped_preset_loads_with_every_value_it_sets(name):
     """Each key the preset file sets reaches the config with its value (no key is dropped or
     coerced into something else), and every other key keeps its documented default."""
     cfg = load_config(preset=name).to_dict()
-    written = leaves(read_preset(name))
+    written = leaves(expand_shorthands(RunConfig, read_preset(name)))  # data.train: x -> .path
     loaded, default = leaves(cfg), leaves(RunConfig().to_dict())
     assert written, name
     for key, value in written.items():
@@ -119,3 +120,28 @@ def test_reference_documents_every_key():
     text = reference()
     for key in ("generation.num_samples", "pairs.length_rho", "train.nll_weight", "arms"):
         assert f"`{key}`" in text
+
+
+def test_paper_preset_is_the_papers_setup():
+    """PAPER.md: Llama-3-8B-Instruct, UltraFeedback prompts, K=8 at T=0.8 / top-p 0.95, 5000
+    fresh prompts per iteration, ArmoRM with length control, DPO, 4 iterations, both arms,
+    1500 validation prompts; training under accelerate (ZeRO-3, bf16, checkpointing)."""
+    cfg = load_config(preset="paper")
+    assert cfg.model.name_or_path == "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert (cfg.iterations, cfg.arms) == (4, ["tpo", "direct"])
+    train, heldout = cfg.data.train, cfg.data.heldout
+    assert train.path == heldout.path == "hf:HuggingFaceH4/ultrafeedback_binarized"
+    assert (train.split, heldout.split, train.text_column) == (
+        "train_prefs",
+        "test_prefs",
+        "prompt",
+    )
+    assert (cfg.data.instructions_per_iteration, cfg.data.validation_size) == (5000, 1500)
+    g = cfg.generation
+    assert (g.num_samples, g.temperature, g.top_p, g.thought_budget) == (8, 0.8, 0.95, None)
+    assert cfg.judge.type == "reward_model"
+    assert cfg.judge.reward_model.model == "RLHFlow/ArmoRM-Llama3-8B-v0.1"
+    assert 0 < cfg.pairs.length_rho <= 0.5
+    t = cfg.train
+    assert (t.method, t.launcher, t.accelerate_config) == ("full", "accelerate", "deepspeed_zero3")
+    assert t.bf16 and t.gradient_checkpointing and t.num_processes == 8 and t.epochs == 10

@@ -23,7 +23,8 @@ def test_readme_config_reference_is_current():
 
 def command_lines(text: str) -> list[str]:
     """`tpo ...` lines of the README's code (indented and fenced blocks), continuation lines
-    joined, comments cut; synopsis lines (with [optional], a|b or ... parts) are left out."""
+    joined, comments cut; synopsis lines (with [optional], a|b or ... parts) and shell-loop
+    lines (with $VARIABLES) are left out."""
     code, fenced = [], False
     for raw in text.splitlines():
         if raw.startswith("```"):
@@ -33,7 +34,7 @@ def command_lines(text: str) -> list[str]:
     joined = "\n".join(code).replace("\\\n", " ")
     lines = [line.split("  #", 1)[0].strip() for line in joined.splitlines()]
     return sorted(
-        {ln for ln in lines if re.match(r"tpo [a-z]", ln) and not re.search(r"\[|\||\.\.\.", ln)}
+        {ln for ln in lines if re.match(r"tpo [a-z]", ln) and not re.search(r"\[|\||\.\.\.|\$", ln)}
     )
 
 

@@ -4,6 +4,7 @@
     tpo generate|judge|pairs|train|eval RUN_DIR --arm ARM --iteration T [--redo]
     tpo eval RUN_DIR --arm tpo --iteration T [--against REF.json] [--against-arm direct]
              [--math [builtin|builtin:N|FILE]] [--export DIR [--questions FILE]]
+    tpo synth [--preset NAME | --config FILE] [--set synth.KEY=VALUE ...] --out FILE
     tpo report RUN_DIR [--out FILE]
     tpo config [--preset NAME | --config FILE] [--set ...] [--reference]
     tpo presets
@@ -34,9 +35,18 @@ from tpo.models import ModelLoadError
 from tpo.records import RecordError
 from tpo.serve.engine import UNSET
 from tpo.store import RunDir, StoreError
+from tpo.train.launch import TrainError, world_size
 
 STAGE_NAMES = ("generate", "judge", "pairs", "train", "eval")  # pipeline.STAGES, in order
-USER_ERRORS = (ConfigError, DataError, JudgeError, ModelLoadError, RecordError, StoreError)
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    JudgeError,
+    ModelLoadError,
+    RecordError,
+    StoreError,
+    TrainError,
+)
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -60,6 +70,12 @@ def _load(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if world_size() > 1:
+        raise ConfigError(
+            f"tpo run was started in {world_size()} processes: it would generate and judge in "
+            "each; run it once with train.launcher: accelerate (only training is launched), or "
+            "launch `tpo train RUN --arm A --iteration T` instead"
+        )
     config = _load(args)
     out = args.out or os.path.join(
         "runs",
@@ -85,6 +101,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
         raise ConfigError(f"--arm: unknown arm {arm!r} (tpo | direct)")
     if args.command != "eval" and t < 1:
         raise ConfigError(f"--iteration: {args.command} needs an iteration >= 1")
+    if world_size() > 1:
+        return _stage_launched(run, args)
     if args.command == "eval" and args.questions and not args.export:
         raise ConfigError("--questions goes with --export DIR")
     if args.redo:
@@ -106,6 +124,21 @@ def cmd_stage(args: argparse.Namespace) -> int:
             track(run, rows)  # TensorBoard / W&B: the values not logged yet
     out = {f"{arm}/iter_{t}/{args.command}": summary, **extras}
     print(yaml.safe_dump(out, sort_keys=False), end="")
+    return 0
+
+
+def _stage_launched(run: RunDir, args: argparse.Namespace) -> int:
+    """`tpo train` in each process of a distributed launcher: all train, rank 0 records."""
+    from tpo.train import train_launched
+
+    if args.command != "train" or args.redo:
+        what = "--redo" if args.command == "train" else f"tpo {args.command}"
+        raise ConfigError(f"{what} runs in one process; only `tpo train` can be launched")
+    summary = train_launched(run, arm=args.arm, iteration=args.iteration)
+    if summary is not None:
+        entry = {k: v for k, v in summary.items() if k != "ranks"}
+        out = {f"{args.arm}/iter_{args.iteration}/train": entry}
+        print(yaml.safe_dump(out, sort_keys=False), end="")
     return 0
 
 
@@ -153,6 +186,18 @@ def _eval_extras(run: RunDir, models: object, args: argparse.Namespace) -> dict:
         export_dir=args.export,
         questions=args.questions,
     )
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tpo.data.synth import synthesize
+    from tpo.generate.pool import Generators
+
+    config = _load(args)
+    summary = synthesize(config, Generators(config), out=Path(args.out))
+    print(yaml.safe_dump(summary, sort_keys=False), end="")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -267,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "eval":
             _eval_args(p)
         p.set_defaults(func=cmd_stage)
+    p = sub.add_parser("synth", help="write new instructions by few-shot prompting an LLM")
+    _config_args(p)
+    p.add_argument("--out", required=True, help="instruction file to write; rerun to resume")
+    p.set_defaults(func=cmd_synth)
     p = sub.add_parser("report", help="write RUN_DIR/report.html (plots, tables, examples)")
     p.add_argument("run_dir")
     p.add_argument("--out", help="where to write the HTML (default RUN_DIR/report.html)")

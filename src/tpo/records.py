@@ -39,22 +39,30 @@ def _from_dict(cls: type[T], data: Any) -> T:
 @dataclass(frozen=True)
 class Instruction:
     """A prompt for the model. `constraints` are checkable rules for the verifier judge, each a
-    dict with a `type` key and that type's parameters (see `judges.verifier`)."""
+    dict with a `type` key and that type's parameters (see `judges.verifier`). `provenance`
+    says where a made instruction came from (`tpo synth`: model, prompt version, the seed
+    examples' ids); it is left out of the JSON form when there is none."""
 
     id: str
     text: str
     category: str | None = None
     constraints: list[dict[str, Any]] = field(default_factory=list)
     reference: str | None = None
+    provenance: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
             raise RecordError("instruction id must be a non-empty string")
         if not isinstance(self.text, str) or not self.text.strip():
             raise RecordError(f"instruction {self.id!r} has an empty text")
+        if self.provenance is not None and not isinstance(self.provenance, dict):
+            raise RecordError(f"instruction {self.id!r}: provenance must be an object or null")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if data["provenance"] is None:
+            del data["provenance"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> Instruction:

@@ -5,8 +5,10 @@
 3
 """
 
+from tpo.config.fields import ConfigError
 from tpo.config.loading import (
     config_from_dict,
+    expand_shorthands,
     load_config,
     merge,
     parse_override,
@@ -17,8 +19,6 @@ from tpo.config.loading import (
     stored_config,
 )
 from tpo.config.sections import (
-    ConfigError,
-    DataConfig,
     EndpointConfig,
     EvalConfig,
     GenerationConfig,
@@ -32,6 +32,7 @@ from tpo.config.sections import (
     RunConfig,
     TrainConfig,
 )
+from tpo.config.sources import DataConfig, SourceConfig, SynthConfig
 
 __all__ = [
     "ConfigError",
@@ -47,8 +48,11 @@ __all__ = [
     "PromptConfig",
     "RewardModelConfig",
     "RunConfig",
+    "SourceConfig",
+    "SynthConfig",
     "TrainConfig",
     "config_from_dict",
+    "expand_shorthands",
     "load_config",
     "merge",
     "parse_override",

@@ -17,7 +17,8 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from tpo.config.sections import ConfigError, JudgeConfig, RunConfig, require
+from tpo.config.fields import ConfigError, require
+from tpo.config.sections import JudgeConfig, RunConfig
 
 T = TypeVar("T")
 
@@ -91,12 +92,34 @@ def _unknown_key(cls: type, key: str, fields: list[str], prefix: str) -> ConfigE
     return ConfigError(f"unknown config key '{prefix}{key}'{hint}")
 
 
+def expand_shorthands(cls: type, data: Any) -> Any:
+    """`data` with every section written as one string turned into its mapping
+    (`{"train": "x.jsonl"}` -> `{"train": {"path": "x.jsonl"}}`), so layers merge key by key.
+
+    >>> expand_shorthands(RunConfig, {"data": {"train": "hf:org/set"}, "seed": 1})
+    {'data': {'train': {'path': 'hf:org/set'}}, 'seed': 1}
+    """
+    shorthand = getattr(cls, "shorthand", None)
+    if isinstance(data, str) and shorthand:
+        return {shorthand: data}
+    if not isinstance(data, dict):
+        return data
+    hints = get_type_hints(cls)
+    return {
+        key: expand_shorthands(hints[key], value)
+        if key in hints and dataclasses.is_dataclass(hints[key])
+        else value
+        for key, value in data.items()
+    }
+
+
 def _build(cls: type[T], data: Any, prefix: str, default: Any = None) -> T:
     """`cls` from a mapping, over `default` (the instance the field defaults to, so a section
     takes the defaults of the place it sits in). Errors get `prefix` in front of their key."""
     where = prefix.rstrip(".") or "config"
     if data is None:
         data = {}
+    data = expand_shorthands(cls, data)
     require(isinstance(data, dict), where, f"expected a mapping, got {type(data).__name__}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -224,13 +247,15 @@ def load_config(
     overrides: list[str] | None = None,
 ) -> RunConfig:
     """Preset (default `embedded`), then a YAML file, then `--set` overrides, in that order."""
-    data = read_preset(preset or "embedded") if config is None or preset else {}
+    layers = [read_preset(preset or "embedded")] if config is None or preset else []
     source = f"preset {preset or 'embedded'}"
     if config is not None:
-        data = merge(data, read_yaml(config))
+        layers.append(read_yaml(config))
         source = str(config)
-    for item in overrides or []:
-        data = merge(data, parse_override(item))
+    layers += [parse_override(item) for item in overrides or []]
+    data: dict[str, Any] = {}
+    for layer in layers:
+        data = merge(data, expand_shorthands(RunConfig, layer))
     try:
         return config_from_dict(data)
     except ConfigError as exc:
@@ -240,17 +265,19 @@ def load_config(
 def reference() -> str:
     """Markdown table of every key, its default and its doc (for README and `tpo config`).
     Keys of a nested section carry what they serve in brackets ("[type pairwise, pointwise;
-    backend openai]"); `eval_judge` has the keys of `judge`, so it gets one row for its type
-    and one for the rest."""
+    backend openai]"); a section with the keys of another (`eval_judge` like `judge`,
+    `data.heldout` like `data.train`) gets one row for its first key and one for the rest."""
     rows = ["| key | default | meaning |", "|---|---|---|"]
 
     def walk(section: Any, prefix: str, tags: list[str]) -> None:  # over default instances,
         for f in dataclasses.fields(section):  # so a section's defaults are its place's
             default = getattr(section, f.name)
             doc = f.metadata.get("doc", "")
-            if prefix == "" and f.name == "eval_judge":
-                rows.append(f"| `eval_judge.type` | `{default.type}` | {doc} |")
-                rows.append("| `eval_judge.*` | as `judge.*` | The judge.* keys, for eval_judge. |")
+            like = f.metadata.get("like")
+            if like:
+                key, first = f"{prefix}{f.name}", dataclasses.fields(default)[0].name
+                rows.append(f"| `{key}.{first}` | `{getattr(default, first)}` | {doc} |")
+                rows.append(f"| `{key}.*` | as `{like}.*` | The {like}.* keys, for {key}. |")
             elif dataclasses.is_dataclass(default):
                 walk(default, f"{prefix}{f.name}.", [*tags, doc] if prefix else tags)
             else:

@@ -12,37 +12,18 @@ once and reported where the user wrote it.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A configuration value, key or file is wrong; the message is one line for the user."""
-
-
-def opt(default: Any, doc: str) -> Any:
-    """A dataclass field with a default and a doc string."""
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
-    return field(default=default, metadata={"doc": doc})
-
-
-def section(cls: type, doc: str, **values: Any) -> Any:
-    """A field holding a nested section. Below the top level, `doc` says what its keys serve
-    ("type reward_model", "backend openai") and leads each of their rows in the reference."""
-    return field(default_factory=lambda: cls(**values), metadata={"doc": doc})
-
-
-def require(cond: bool, key: str, message: str) -> None:
-    """Raise `ConfigError("key: message")` unless `cond`; `key` is relative to the section."""
-    if not cond:
-        raise ConfigError(f"{key}: {message}")
-
+from tpo.config.fields import opt, require, section
+from tpo.config.sources import DataConfig, SynthConfig
 
 THOUGHT_PROMPTS = ("generic", "specific", "custom")
 ARMS = ("tpo", "direct")
 DTYPES = ("float32", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
+# The accelerate configs shipped in tpo/train/accelerate/ (a test checks the two agree).
+ACCELERATE_CONFIGS = ("ddp", "deepspeed_zero2", "deepspeed_zero3", "fsdp", "multi_node")
 
 
 @dataclass(frozen=True)
@@ -60,20 +41,6 @@ class ModelConfig:
         require(bool(self.name_or_path), "name_or_path", "must not be empty")
         require(self.dtype in DTYPES, "dtype", "float32 | bfloat16")
         require(self.device in DEVICES, "device", "auto | cpu | cuda")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    train: str = opt("builtin:train", "Training instructions: a JSONL file or builtin:train.")
-    heldout: str = opt("builtin:heldout", "Held-out instructions: a JSONL file or builtin:heldout.")
-    instructions_per_iteration: int = opt(
-        32, "Fresh training instructions used in each iteration (never reused)."
-    )
-    heldout_size: int = opt(48, "Held-out instructions evaluated after each iteration.")
-
-    def __post_init__(self) -> None:
-        require(self.instructions_per_iteration >= 1, "instructions_per_iteration", ">= 1")
-        require(self.heldout_size >= 1, "heldout_size", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -323,9 +290,23 @@ class TrainConfig:
     lora_r: int = opt(16, "LoRA rank (method: lora).")
     lora_alpha: int = opt(32, "LoRA alpha (method: lora).")
     lora_dropout: float = opt(0.0, "LoRA dropout (method: lora).")
-    bf16: bool = opt(False, "bf16 autocast in training.")
+    bf16: bool = opt(False, "bf16 autocast in training (GPUs with bf16 support).")
     gradient_checkpointing: bool = opt(False, "Trade compute for memory.")
     warmup_ratio: float = opt(0.0, "Linear warm-up share of the steps.")
+    launcher: str = opt(
+        "none",
+        "none: train inside the tpo process | accelerate: the train stage runs `accelerate "
+        "launch` on num_processes processes (one per GPU), waits, and records what rank 0 saved.",
+    )
+    num_processes: int | None = opt(
+        None, "[launcher accelerate] Processes in all; null = one per visible GPU (1 on CPU)."
+    )
+    accelerate_config: str = opt(
+        "ddp",
+        "[launcher accelerate] A shipped accelerate config ("
+        + " | ".join(ACCELERATE_CONFIGS)
+        + ") or the path of your own YAML.",
+    )
 
     def __post_init__(self) -> None:
         require(self.method in ("full", "lora"), "method", "full | lora")
@@ -338,6 +319,16 @@ class TrainConfig:
         require(self.max_length >= 16, "max_length", "must be >= 16")
         require(self.lora_r >= 1, "lora_r", "must be >= 1")
         require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
+        require(self.launcher in ("none", "accelerate"), "launcher", "none | accelerate")
+        require(
+            self.num_processes is None or self.num_processes >= 1, "num_processes", ">= 1 or null"
+        )
+        require(
+            self.accelerate_config in ACCELERATE_CONFIGS
+            or self.accelerate_config.endswith((".yaml", ".yml")),
+            "accelerate_config",
+            f"{' | '.join(ACCELERATE_CONFIGS)}, or a .yaml file, got {self.accelerate_config!r}",
+        )
 
 
 @dataclass(frozen=True)
@@ -397,8 +388,10 @@ class RunConfig:
         "training judge; any other type: the judge set by the eval_judge.* keys, which are "
         "the judge.* keys with the same defaults (the paper trains with ArmoRM and evaluates "
         "with GPT-4).",
+        like="judge",
         type="same",
     )
+    synth: SynthConfig = section(SynthConfig, "`tpo synth`: new instructions from an LLM.")
 
     def __post_init__(self) -> None:
         require(self.judge.type != "same", "judge.type", "'same' is only for eval_judge")

@@ -1,10 +1,12 @@
-"""Instruction sets: read a user's JSONL file, or the built-in set shipped with the package.
+"""Instruction sets: read a user's instruction file, or the built-in set shipped with the package.
 
 An instruction file is JSONL, one object per line with the fields of `records.Instruction`
 (`text` may also be spelled `instruction` or `prompt`; a missing `id` becomes
-`<file stem>-<line number>`). Everything is checked up front, constraints included, because a
-typo found after an hour of generation costs an hour: any problem raises `DataError` with one
-line naming the file and the line number. Blank lines are skipped.
+`<file stem>-<line number>`), or a JSON file holding a list of such objects (`-<item number>`).
+Everything is checked up front, constraints included, because a typo found after an hour of
+generation costs an hour: any problem raises `DataError` with one line naming the file and
+the line (or item). Blank lines are skipped. Tables and hub datasets, read by columns, are
+`sources.py`; the data stage that cuts a run's slices is `split.py`; `tpo synth` is `synth.py`.
 
 The built-in set (see `tpo.data.builtin`) ships as `builtin_train.jsonl` and
 `builtin_heldout.jsonl` next to this module, read with `builtin_split("train")`.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -59,38 +61,68 @@ def _instruction(data: Any, default_id: str) -> Instruction:
     return Instruction.from_dict(data)
 
 
-def _parse(lines: Iterable[str], source: str, stem: str) -> list[Instruction]:
+def _checked(items: Iterable[tuple[str, int, Any]], stem: str, unit: str) -> list[Instruction]:
+    """Instructions from (where, number, parsed object) items, ids unique; `unit` is what a
+    number counts ("line", "item")."""
     instructions: list[Instruction] = []
-    first_line: dict[str, int] = {}
+    first_seen: dict[str, int] = {}
+    for where, number, data in items:
+        try:
+            instruction = _instruction(data, default_id=f"{stem}-{number}")
+        except (ValueError, RecordError) as exc:
+            raise DataError(f"{where}: {exc}") from None
+        first = first_seen.get(instruction.id)
+        if first is not None:
+            raise DataError(f"{where}: duplicate id {instruction.id!r} (first on {unit} {first})")
+        first_seen[instruction.id] = number
+        instructions.append(instruction)
+    return instructions
+
+
+def _json_lines(lines: Iterable[str], source: str) -> Iterator[tuple[str, int, Any]]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         where = f"{source}:{number}"
         try:
-            data = json.loads(line)
+            yield where, number, json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{where}: malformed JSON: {exc.msg} (column {exc.colno})") from None
-        try:
-            instruction = _instruction(data, default_id=f"{stem}-{number}")
-        except (ValueError, RecordError) as exc:
-            raise DataError(f"{where}: {exc}") from None
-        first = first_line.get(instruction.id)
-        if first is not None:
-            raise DataError(f"{where}: duplicate id {instruction.id!r} (first on line {first})")
-        first_line[instruction.id] = number
-        instructions.append(instruction)
-    return instructions
+
+
+def _parse(lines: Iterable[str], source: str, stem: str) -> list[Instruction]:
+    return _checked(_json_lines(lines, source), stem, "line")
+
+
+def _parse_json(text: str, source: str, stem: str) -> list[Instruction]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{source}:{exc.lineno}: malformed JSON: {exc.msg}") from None
+    if not isinstance(data, list):
+        raise DataError(
+            f"{source}: expected a JSON list of instructions, got {type(data).__name__}"
+        )
+    items = ((f"{source}: item {n}", n, item) for n, item in enumerate(data, start=1))
+    return _checked(items, stem, "item")
+
+
+def read_text_file(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read {what}: {exc}") from None
 
 
 def load_instructions(path: str | Path) -> list[Instruction]:
-    """Read and validate a JSONL instruction file; raises `DataError` naming file and line."""
+    """Read and validate a JSONL (or JSON list) instruction file; raises `DataError` naming
+    the file and the line or item."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: instruction file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read instruction file: {exc}") from None
+    text = read_text_file(path, "instruction file")
+    if path.suffix == ".json":
+        return _parse_json(text, source=str(path), stem=path.stem)
     return _parse(text.split("\n"), source=str(path), stem=path.stem)
 
 

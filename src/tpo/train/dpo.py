@@ -1,0 +1,242 @@
+"""DPO on one iteration's pairs with TRL's `DPOTrainer`, in one process or in each of the
+processes `accelerate launch` started (TRL's trainer, through accelerate, shards the batches
+and syncs the gradients; nothing here is distributed code of its own).
+
+The reference model is M_t itself, and TRL precomputes its log-probs once before training,
+so no second copy is kept and no step pays a second forward pass (with LoRA, computing them
+per step with the adapter switched off made steps ~1.4x slower here). LoRA adapters are merged
+before saving, so every iteration's checkpoint is a plain Hugging Face model.
+The optional NLL term is TRL's `loss_type=["sigmoid", "sft"]` with `loss_weights=[1, w]`.
+
+Order matters at scale: the `DPOConfig` is built before the model loads, so that under
+DeepSpeed ZeRO-3 transformers partitions the weights while loading them; the model loads on
+the CPU and the trainer places it (one GPU per process). The pairs are written once, by
+rank 0, as a dataset on disk that every rank opens, so TRL's cached reference log-probs are
+one file all ranks share. Each rank records the pair ids its dataloader yielded and a digest
+of its weights after training; rank 0 gathers them (accelerate's `gather_object`) and
+reports them with the digest of the model it saved, so a test can check that the ranks saw
+different shards and ended with the same weights.
+
+TRL's defaults `bf16=True` and `gradient_checkpointing=True` are always set explicitly from
+the config, since neither suits every machine (bf16 needs hardware support).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tpo.config import ModelConfig, TrainConfig
+from tpo.models import load_model, load_tokenizer, pick_device
+from tpo.records import Pair
+
+
+def _dpo_args(cfg: TrainConfig, out: Path, seed: int, device: str) -> Any:
+    from trl import DPOConfig
+
+    loss_type, loss_weights = ["sigmoid"], None
+    if cfg.nll_weight > 0:
+        loss_type, loss_weights = ["sigmoid", "sft"], [1.0, cfg.nll_weight]
+    return DPOConfig(
+        output_dir=str(out),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        beta=cfg.beta,
+        loss_type=loss_type,
+        loss_weights=loss_weights,
+        max_length=cfg.max_length,
+        bf16=cfg.bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        precompute_ref_log_probs=True,
+        remove_unused_columns=False,  # keep pair_id for the record of who trained on what
+        ddp_find_unused_parameters=False,  # every trainable weight is used in each step
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        use_cpu=device == "cpu",
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+    )
+
+
+def weights_digest(model: Any) -> str:
+    """SHA-256 over a model's parameters (name and float32 bytes, sorted by name; a tied
+    weight counts once), to tell whether two copies hold the same weights."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, param in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        digest.update(name.encode())
+        digest.update(param.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class _Recorder:
+    """Wraps the trainer's collator and keeps the pair ids of every batch it collates."""
+
+    def __init__(self, collate: Any):
+        self.collate = collate
+        self.pair_ids: list[str] = []
+
+    def __call__(self, examples: list[dict[str, Any]]) -> Any:
+        self.pair_ids.extend(str(e["pair_id"]) for e in examples)
+        return self.collate(examples)
+
+
+def _pairs_dataset(pairs: Sequence[Pair], where: Path, state: Any) -> Any:
+    """The pairs as a dataset on disk, written by rank 0 and opened by every rank."""
+    from datasets import Dataset, load_from_disk
+
+    rows = [
+        {
+            "pair_id": p.instruction_id,
+            "prompt": p.prompt,
+            "chosen": p.chosen,
+            "rejected": p.rejected,
+        }
+        for p in pairs
+    ]
+    with state.main_process_first():
+        if state.is_main_process:
+            shutil.rmtree(where, ignore_errors=True)
+            Dataset.from_list(rows).save_to_disk(str(where))
+    return load_from_disk(str(where))
+
+
+def _lora(cfg: TrainConfig) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _save(trainer: Any, model_path: str, tokenizer: Any, cfg: TrainConfig, partial: Path) -> Any:
+    """Save the trained model to `partial` (every rank calls this); the digest of what rank 0
+    saved, or None where the weights are sharded (DeepSpeed, FSDP: the trainer gathers them)."""
+    acc = trainer.accelerator
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        trainer.save_model(str(partial))  # collective: gathers the full weights, rank 0 writes
+        if acc.is_main_process and cfg.method == "lora":
+            from peft import PeftModel
+
+            base = load_model(model_path, "float32", "cpu")
+            merged = PeftModel.from_pretrained(base, str(partial)).merge_and_unload()
+            shutil.rmtree(partial)
+            merged.save_pretrained(partial)
+            tokenizer.save_pretrained(partial)
+        return None
+    if not acc.is_main_process:
+        return None
+    trained = acc.unwrap_model(trainer.model)
+    if cfg.method == "lora":
+        trained = trained.merge_and_unload()
+    trained.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    return weights_digest(trained)
+
+
+def _trainer(
+    pairs: Sequence[Pair],
+    model_path: str,
+    *,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    work: Path,
+    seed: int,
+) -> tuple[Any, _Recorder, Any]:
+    """(TRL's DPOTrainer over the pairs, the recorder of its batches, the tokenizer)."""
+    from accelerate import PartialState
+    from trl import DPOTrainer
+
+    args = _dpo_args(cfg, work, seed, pick_device(model_cfg.device))  # before the model:
+    tokenizer = load_tokenizer(model_path, model_cfg.trust_remote_code)  # ZeRO-3 partitions
+    model = load_model(model_path, model_cfg.dtype, "cpu", model_cfg.trust_remote_code)  # on load
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=_pairs_dataset(pairs, work / "pairs", PartialState()),
+        processing_class=tokenizer,
+        peft_config=_lora(cfg) if cfg.method == "lora" else None,
+    )
+    recorder = _Recorder(trainer.data_collator)  # after the reference pass, which uses it too
+    trainer.data_collator = recorder
+    return trainer, recorder, tokenizer
+
+
+def _summary(trainer: Any, result: Any, pairs: int, seconds: float) -> dict[str, Any]:
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    last = logs[-1] if logs else {}
+    return {
+        "pairs": pairs,
+        "steps": int(result.global_step),
+        "train_loss": float(result.training_loss),
+        "first_loss": logs[0]["loss"] if logs else None,
+        "final_loss": last.get("loss"),
+        "final_reward_accuracy": last.get("rewards/accuracies"),
+        "final_reward_margin": last.get("rewards/margins"),
+        "seconds": round(seconds, 1),
+        "processes": trainer.accelerator.num_processes,
+    }
+
+
+def train_dpo(
+    pairs: Sequence[Pair],
+    model_path: str,
+    *,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    out_dir: Path,
+    seed: int,
+) -> dict[str, Any] | None:
+    """Train on `pairs` starting from `model_path`. Rank 0 (the only process, without a
+    launcher) saves the result to `out_dir` (a HF checkpoint with its tokenizer) and returns a
+    summary of the training logs with a `ranks` entry (each rank's pair ids and weight
+    digest); the other ranks return None."""
+    from accelerate.utils import gather_object
+
+    work = out_dir.with_name(out_dir.name + ".work")
+    trainer, recorder, tokenizer = _trainer(
+        pairs, model_path, model_cfg=model_cfg, cfg=cfg, work=work, seed=seed
+    )
+    started = time.time()
+    result = trainer.train()
+    seconds = time.time() - started
+    acc = trainer.accelerator
+    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+    own = None if sharded else weights_digest(acc.unwrap_model(trainer.model))
+    mine = {"rank": acc.process_index, "pair_ids": recorder.pair_ids, "weights_sha256": own}
+    ranks = sorted(gather_object([mine]), key=lambda r: r["rank"])
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    if acc.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+    acc.wait_for_everyone()
+    saved = _save(trainer, model_path, tokenizer, cfg, partial)
+    acc.wait_for_everyone()
+    if not acc.is_main_process:
+        return None
+    shutil.rmtree(out_dir, ignore_errors=True)
+    partial.rename(out_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    summary = _summary(trainer, result, len(pairs), seconds)
+    del trainer, acc
+    if pick_device(model_cfg.device) == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+    return {**summary, "weights_sha256": saved, "ranks": ranks}
