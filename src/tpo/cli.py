@@ -97,7 +97,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
         run.clear(args.command, arm, t)
         if args.command == "eval":  # and what compared this model's old outputs
             clear_eval(run, arm, t)
-    models = Generators(run.config)
+    models = Generators.for_run(run.config)
     with run.lock():
         summary = pipeline.run_stage(run, models, args.command, arm=arm, iteration=t)
         extras = _eval_extras(run, models, args) if args.command == "eval" else {}

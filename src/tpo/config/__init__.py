@@ -30,6 +30,7 @@ from tpo.config.sections import (
     RewardModelConfig,
     RunConfig,
     TrainConfig,
+    VLLMConfig,
 )
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "RewardModelConfig",
     "RunConfig",
     "TrainConfig",
+    "VLLMConfig",
     "config_from_dict",
     "load_config",
     "merge",
