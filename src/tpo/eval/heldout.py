@@ -101,6 +101,8 @@ def _compared_metrics(
 
 
 def _verdict_win_rate(run: RunDir, ours: Responses, theirs: Responses) -> float | None:
-    comparer = make_comparer(run.config.judge_for_eval, run.root, run.config.seed)
+    comparer = make_comparer(
+        run.config.judge_for_eval, run.root, run.config.seed, run.config.generation
+    )
     prefs = pairwise_preferences(comparer, heldout_instructions(run), ours, theirs)
     return summarize(prefs.values()).win_rate
