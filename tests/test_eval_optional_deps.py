@@ -1,7 +1,8 @@
 """tests/conftest.py turns a skip for a missing optional dependency into a failure under CI
 (or TPO_REQUIRE_OPTIONAL=1), so a broken install of alpaca_eval, tensorboard, wandb or
-chromium cannot hide behind a skip; vLLM (no CPU build) and other skips stay skips. Checked by
-running pytest on a small test file with a copy of our conftest."""
+chromium cannot hide behind a skip; a vLLM skip stays a skip in the main venv (vLLM has a venv
+of its own) but fails in the vLLM venv's run (TPO_VLLM_TESTS=1); other skips (no GPU) stay.
+Checked by running pytest on a small test file with a copy of our conftest."""
 
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def project(tmp_path: Path) -> Path:
 
 
 def pytest_outcomes(root: Path, *args: str, **env: str) -> dict[str, int]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("CI", "TPO_REQUIRE_OPTIONAL")}
+    drop = ("CI", "TPO_REQUIRE_OPTIONAL", "TPO_VLLM_TESTS")
+    clean = {k: v for k, v in os.environ.items() if k not in drop}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfs", *args],
         cwd=root,
@@ -75,6 +77,14 @@ def test_missing_optional_dependencies_fail_under_ci(project: Path, env: dict[st
     """The two importorskips fail; the skipif marker fails in setup, which pytest counts as
     an error; vLLM and the GPU skip stay skipped."""
     assert pytest_outcomes(project, **env) == {"failed": 2, "error": 1, "skipped": 2}
+
+
+def test_under_ci_a_vllm_skip_fails_in_the_vllm_venv(project: Path):
+    """`make test-vllm` sets TPO_VLLM_TESTS=1: there vLLM must be installed, so its skip fails
+    under CI like any missing dependency; the GPU skip stays a skip."""
+    env = {"CI": "true", "TPO_VLLM_TESTS": "1"}
+    assert pytest_outcomes(project, **env) == {"failed": 3, "error": 1, "skipped": 1}
+    assert pytest_outcomes(project, TPO_VLLM_TESTS="1") == {"skipped": 5}  # not under CI
 
 
 def test_failure_names_the_dependency(project: Path):

@@ -405,7 +405,7 @@ def test_pairwise_llm_judge_gives_a_verdict_per_order(run: RunDir, monkeypatch):
     h1 and h4: tpo first "A" (1), direct first "tie" (0.5) -> 0.75; h2: identical responses
     tie without a call; h3: tpo failed to parse -> 0. Win rate 2.0 / 4 = 0.5."""
     backend = one_sided()
-    monkeypatch.setattr("tpo.judge.build.llm_backend", lambda cfg: backend)
+    monkeypatch.setattr("tpo.judge.build.llm_backend", lambda cfg, generation: backend)
     judge_cfg = {"type": "pairwise", "llm": {"model": "some-judge"}, "cache": False}
     run = RunDir(run.root, config_from_dict(run.config.to_dict() | {"judge": judge_cfg}))
     out = head_to_head(run, run_comparer(run), arm="tpo", other="direct", iteration=1)
@@ -498,7 +498,7 @@ def test_pairwise_eval_judge_shows_no_scores_and_judges_win_rates(
     from tpo.eval.heldout import evaluate
 
     backend = longer_is_better()
-    monkeypatch.setattr("tpo.judge.build.llm_backend", lambda cfg: backend)
+    monkeypatch.setattr("tpo.judge.build.llm_backend", lambda cfg, generation: backend)
     config = config_from_dict(
         {
             "arms": ["tpo", "direct"],

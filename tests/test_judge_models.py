@@ -267,12 +267,12 @@ def test_a_local_judge_never_shares_memory_with_the_policy(
         }
     run = RunDir.open(tmp_path / "run", config_from_dict(data))
     prepare_data(run)
-    models = Generators(run.config)
+    models = Generators.for_run(run.config)
     policy_at_judging = []
     real_judge_file = judge_stage.judge_file
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        policy_at_judging.append(models.model is not None)
+        policy_at_judging.append(models.loaded is not None)
         return real_judge_file(*args, **kwargs)
 
     monkeypatch.setattr(judge_stage, "judge_file", spy)

@@ -1,16 +1,17 @@
 """The vLLM reasoning-parser plugin: its logic without vLLM, its adapter against vLLM's interface.
 
-vLLM cannot be installed on a CPU-only test machine, so three layers are tested:
+Four layers are tested:
 - `MarkerReasoning` (pure; the tiny model's real tokenizer): whole outputs, streamed deltas
   driven the way vLLM drives a parser (decode the output ids step by step and pass
   previous/current/delta text and ids), token-level marker detection on real prompts;
 - the adapter classes, loaded by file path as `--reasoning-parser-plugin` does, against a stub
   of the few vLLM names they use (`ReasoningParser`, `ReasoningParserManager.register_module`
-  and `get_reasoning_parser`, `DeltaMessage`), written from vLLM's
-  `vllm/reasoning/abs_reasoning_parsers.py` (abstract where vLLM's base class is: an adapter
-  missing one of those methods fails): it checks registration and the adapter code, not vLLM
-  itself;
-- the same checks against the real vLLM, skipped when it is not importable;
+  and `get_reasoning_parser`, `DeltaMessage`, where vLLM 0.33 keeps them), written from vLLM's
+  `vllm/reasoning/abs_reasoning_parsers.py`, so the main venv (without vLLM) checks the adapter
+  code; a stub that lacks a name shows the one-line failure;
+- the same checks against the real vLLM, and the chat template rendered by vLLM's own serving
+  path: these need vLLM, which lives in a venv of its own (`make test-vllm`, run by CI); in the
+  main venv they skip;
 and the chat template that makes `vllm serve` prompt like `tpo serve`.
 """
 
@@ -210,8 +211,9 @@ def test_chat_template_command(tiny_path, capsys):
     assert "error: cannot load tokenizer" in capsys.readouterr().err
 
 
-def stub_vllm(monkeypatch: pytest.MonkeyPatch) -> type:
-    """Install a stub of the vLLM names the plugin imports; return the stub manager."""
+def stub_vllm(monkeypatch: pytest.MonkeyPatch, with_delta_message: bool = True) -> type:
+    """Install a stub of the vLLM names the plugin imports (where vLLM 0.33 keeps them);
+    return the stub manager."""
 
     class ReasoningParser(abc.ABC):
         """vLLM's base class as far as the plugin relies on it: abstract where vLLM's is, so an
@@ -263,16 +265,19 @@ def stub_vllm(monkeypatch: pytest.MonkeyPatch) -> type:
         reasoning: str | None = None
 
     modules = {
-        "vllm": {},
+        "vllm": {"__version__": "0.33.0"},
         "vllm.reasoning": {
             "ReasoningParser": ReasoningParser,
             "ReasoningParserManager": ReasoningParserManager,
         },
         "vllm.entrypoints": {},
-        "vllm.entrypoints.openai": {},
-        "vllm.entrypoints.openai.engine": {},
-        "vllm.entrypoints.openai.engine.protocol": {"DeltaMessage": DeltaMessage},
+        "vllm.entrypoints.generate": {},
+        "vllm.entrypoints.generate.base": {},
+        "vllm.entrypoints.generate.base.protocol": {"DeltaMessage": DeltaMessage},
     }
+    if not with_delta_message:  # a vLLM that keeps it somewhere the plugin does not know
+        modules["vllm.entrypoints.generate.base.protocol"] = {}
+        modules["vllm"] = {"__version__": "0.99.0"}
     for name, attrs in modules.items():
         module = types.ModuleType(name)
         module.__dict__.update(attrs)
@@ -332,21 +337,84 @@ def test_the_vllm_stub_refuses_an_adapter_missing_an_abstract_method(monkeypatch
     assert not complete.__abstractmethods__
 
 
-def test_plugin_without_vllm_imports_and_defines_no_adapter():
-    if plugin.HAVE_VLLM:
-        pytest.skip("vLLM is installed here")
-    assert not hasattr(plugin, "TpoGenericReasoningParser")
+def test_a_vllm_without_a_name_the_adapter_needs_fails_in_one_line(monkeypatch):
+    """vLLM importable, the adapter not buildable: importing the plugin (as `vllm serve
+    --reasoning-parser-plugin` does) raises one line naming the name and the version, instead
+    of vLLM reporting "Reasoning parser 'tpo-generic' not found" later."""
+    stub_vllm(monkeypatch, with_delta_message=False)
+    with pytest.raises(ImportError) as info:
+        load_plugin_by_path(monkeypatch)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("tpo's vLLM reasoning parser cannot be built: vLLM 0.99.0 has no ")
+    assert "DeltaMessage (looked in vllm.entrypoints.generate.base.protocol, " in message
+    assert "tpo supports vllm>=0.33,<0.34: pip install 'tpo[vllm]'" in message
+
+
+def test_plugin_defines_adapters_exactly_where_vllm_is_importable():
+    have = importlib.util.find_spec("vllm") is not None
+    assert have == plugin.HAVE_VLLM
+    assert hasattr(plugin, "TpoGenericReasoningParser") == have
+
+
+def real_vllm() -> Any:
+    return pytest.importorskip(
+        "vllm", reason="vLLM is not installed in this environment (make test-vllm runs this)"
+    )
 
 
 def test_plugin_with_real_vllm(tiny):
-    pytest.importorskip("vllm", reason="vLLM is not installed (a GPU serving dependency)")
+    vllm = real_vllm()
+    from vllm.entrypoints.generate.base.protocol import DeltaMessage
     from vllm.reasoning import ReasoningParser, ReasoningParserManager
 
+    assert vllm.__version__.startswith("0.33.")  # what tpo[vllm] installs
     ReasoningParserManager.import_reasoning_parser(plugin.__file__)  # the plugin flag's path
+    assert plugin.DeltaMessage is DeltaMessage
+    abstract = {
+        name for name, v in vars(ReasoningParser).items() if getattr(v, "__isabstractmethod__", 0)
+    }
+    assert abstract  # vLLM marks them, though its base class is no ABC: check them here
     for name in CASES:
         cls = ReasoningParserManager.get_reasoning_parser(name)
         assert issubclass(cls, ReasoningParser)
+        assert all(getattr(cls, m) is not getattr(ReasoningParser, m) for m in abstract)
         parser = cls(tiny[1])
         check_parser(parser, tiny[1], name)
         _, output = CASES[name]
         assert parser.extract_reasoning(output, None) == (THOUGHTS[name], "Hello, friend!")
+        delta = parser.extract_reasoning_streaming("", "Plan", "Plan", [], [1], [1])
+        assert isinstance(delta, DeltaMessage) and delta.reasoning == "Plan"
+
+
+def test_chat_template_renders_the_same_through_vllms_serving_path(tiny, tiny_path):
+    """`vllm serve --chat-template` renders our template through its own chat parsing (content
+    format detection, message parsing, the chat template): the same prompt as `tpo serve`."""
+    real_vllm()
+    from vllm.config import DeviceConfig, ModelConfig, VllmConfig
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+    from vllm.renderers.registry import renderer_from_config
+
+    tokenizer = tiny[1]
+    config = VllmConfig(
+        model_config=ModelConfig(model=tiny_path), device_config=DeviceConfig("cpu")
+    )
+    renderer = renderer_from_config(config)
+    messages = [
+        {"role": "system", "content": 'Be "brief".'},
+        {"role": "user", "content": "First {question}"},
+        {
+            "role": "assistant",
+            "content": "Secret plan.\nHere is my response: A.\nHere's my response: B.",
+        },
+        {"role": "user", "content": "Second question"},
+    ]
+    for fmt in (GENERIC, SPECIFIC, DIRECT):
+        request = ChatCompletionRequest(model="m", messages=messages)
+        params = request.build_chat_params(
+            thought_chat_template(tokenizer.chat_template, fmt), "auto"
+        )
+        _, prompt = renderer.render_messages(request.messages, params)
+        rendered = tokenizer.decode(prompt["prompt_token_ids"])
+        assert rendered == Engine(None, tokenizer, fmt).render(messages)  # type: ignore[arg-type]
+        assert ("Secret" in rendered) == (fmt is not GENERIC)  # cut at its generic markers

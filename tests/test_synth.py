@@ -87,7 +87,7 @@ def tiny_config(*extra: str):
 def test_tiny_model_end_to_end_then_resume_after_a_kill(tmp_path: Path):
     config = tiny_config()
     out = tmp_path / "synth.jsonl"
-    summary = synthesize(config, Generators(config), out=out)
+    summary = synthesize(config, Generators.for_run(config), out=out)
     written = load_instructions(out)  # a valid instruction file
     assert summary["accepted"] == len(written) == 6
     seeds = builtin_split("tiny_train")
@@ -111,7 +111,7 @@ def test_tiny_model_end_to_end_then_resume_after_a_kill(tmp_path: Path):
     lines = candidates_path.read_text().splitlines(keepends=True)
     candidates_path.write_text("".join(lines[:4]) + lines[4][:30])
     out.unlink()
-    again = synthesize(config, Generators(config), out=out)
+    again = synthesize(config, Generators.for_run(config), out=out)
     assert out.read_bytes() == first and again == summary
 
 
@@ -120,7 +120,7 @@ def test_garbage_with_default_filters_stops_at_the_candidate_limit(tmp_path: Pat
     and the run stops at synth.max_candidates with a valid, empty instruction file."""
     config = tiny_config("synth.drop_unfinished=true", "synth.max_candidates=6")
     out = tmp_path / "none.jsonl"
-    summary = synthesize(config, Generators(config), out=out)
+    summary = synthesize(config, Generators.for_run(config), out=out)
     assert summary["accepted"] == 0 and summary["unfinished"] == summary["candidates"] == 8
     assert out.read_text() == ""
 
@@ -128,7 +128,7 @@ def test_garbage_with_default_filters_stops_at_the_candidate_limit(tmp_path: Pat
 def test_other_settings_on_the_same_file_are_refused(tmp_path: Path):
     config = tiny_config("synth.num_instructions=1", "synth.max_candidates=1", "synth.batch_size=1")
     out = tmp_path / "s.jsonl"
-    synthesize(config, Generators(config), out=out)
+    synthesize(config, Generators.for_run(config), out=out)
     other = replace(config, synth=replace(config.synth, shots=2))
     with pytest.raises(DataError, match=r"other synth settings \(synth differ\)"):
-        synthesize(other, Generators(other), out=out)
+        synthesize(other, Generators.for_run(other), out=out)

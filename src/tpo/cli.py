@@ -115,7 +115,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
         run.clear(args.command, arm, t)
         if args.command == "eval":  # and what compared this model's old outputs
             clear_eval(run, arm, t)
-    models = Generators(run.config)
+    models = Generators.for_run(run.config)
     with run.lock():
         summary = pipeline.run_stage(run, models, args.command, arm=arm, iteration=t)
         extras = _eval_extras(run, models, args) if args.command == "eval" else {}
@@ -195,7 +195,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from tpo.generate.pool import Generators
 
     config = _load(args)
-    summary = synthesize(config, Generators(config), out=Path(args.out))
+    summary = synthesize(config, Generators.for_run(config), out=Path(args.out))
     print(yaml.safe_dump(summary, sort_keys=False), end="")
     return 0
 

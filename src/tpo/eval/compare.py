@@ -30,7 +30,9 @@ from tpo.store import RunDir, StoreError, write_json
 
 def run_comparer(run: RunDir) -> Comparer:
     """The comparer of the run's eval judge (`eval_judge`, by default the training judge)."""
-    return make_comparer(run.config.judge_for_eval, run.root, run.config.seed)
+    return make_comparer(
+        run.config.judge_for_eval, run.root, run.config.seed, run.config.generation
+    )
 
 
 def _nothing_judged(judge: Comparer, instructions: Sequence[Instruction], n: int) -> str:

@@ -96,7 +96,9 @@ def _compared_metrics(
     against = {} if (arm, iteration) == ("direct", 0) else {"win_rate": ("direct", 0)}
     if iteration > 0 and run.is_done("eval", arm, 0):
         against["win_vs_iter0"] = (arm, 0)
-    comparer = make_comparer(run.config.judge_for_eval, run.root, run.config.seed)
+    comparer = make_comparer(
+        run.config.judge_for_eval, run.root, run.config.seed, run.config.generation
+    )
     heldout = heldout_instructions(run)
     for key, (other, t) in against.items():
         prefs = pairwise_preferences(comparer, heldout, ours, eval_responses(run, other, t))

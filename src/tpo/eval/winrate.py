@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tpo.config import JudgeConfig
+from tpo.config import GenerationConfig, JudgeConfig
 from tpo.eval.metrics import standard_error
 from tpo.judge import Judge, JudgeItem
 from tpo.judge.build import make_judge
@@ -104,11 +104,14 @@ class VerdictComparer:
         return [VERDICT_POINTS.get(v or "") for v in verdicts]
 
 
-def make_comparer(cfg: JudgeConfig, run_root: Path, seed: int) -> Comparer:
+def make_comparer(
+    cfg: JudgeConfig, run_root: Path, seed: int, generation: GenerationConfig | None = None
+) -> Comparer:
     """The comparer of the judge `cfg` (the run's eval judge): a pairwise LLM judge gives its
     verdict on each order, any other judge compares by score. Its cache is the run's, so what
-    the judge stage already judged is not asked again."""
-    judge = make_judge(cfg, run_root, seed)
+    the judge stage already judged is not asked again; a local LLM judge runs on the engine of
+    `generation` (the run's)."""
+    judge = make_judge(cfg, run_root, seed, generation)
     if cfg.type == "pairwise":
         from tpo.judge.llm import PairwiseJudge
 

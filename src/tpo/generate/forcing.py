@@ -14,14 +14,18 @@ Phase 2 gets `response_tokens`, and never more than the output's cap (`max_new_t
 sampling params) leaves. Forced outputs are recorded as such, so the natural parse rate stays
 visible. A budget of None turns forcing off: one call of `max_new_tokens`, exactly the paper's
 behaviour. The rule works on text, not tokens, so every backend can be forced; two drivers
-apply it: `generate_forced` over a batch (`Generator`), `stream_forced` over a stream
+apply it: `two_phase` over a batch (`Generator`), `stream_forced` over a stream
 (`StreamingGenerator`), which must never send text that trimming could still take back.
+`generate_forced` is what the stages call: it applies `two_phase`, or hands the batch to a
+backend that forces in its own engine (`BudgetedGenerator`: vLLM's thinking token budget,
+opt-in, with the differences `generate/vllm.py` lists).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
 
 from tpo.config import GenerationConfig
 from tpo.generate import Generator, SamplingParams, StreamingGenerator
@@ -139,6 +143,23 @@ class Generated:
     num_tokens: int
 
 
+@runtime_checkable
+class BudgetedGenerator(Generator, Protocol):
+    """A backend that forces the marker in its engine, in one pass (vLLM's thinking token
+    budget, `generation.vllm.forcing: thinking_budget`); `generate_forced` hands it the
+    batches that forcing applies to, and it returns outputs of the same shape."""
+
+    def generate_budgeted(
+        self,
+        prompts: Sequence[str],
+        *,
+        params: SamplingParams,
+        fmt: ThoughtFormat,
+        budget: Budget,
+        seed: int,
+    ) -> list[Generated]: ...
+
+
 def generate_forced(
     generator: Generator,
     prompts: Sequence[str],
@@ -148,13 +169,31 @@ def generate_forced(
     budget: Budget,
     seed: int,
 ) -> list[Generated]:
-    """One output per prompt, in two batched phases when forcing applies (phase 2 seeded with
-    `seed + 1`); `params.max_new_tokens` caps each output's two phases together."""
+    """One output per prompt: one call where forcing does not apply, else `two_phase` (or the
+    backend's own forcing, where it has one)."""
     if not budget.applies_to(fmt):
         return [
             Generated(c.text, False, c.num_tokens)
             for c in generator.generate(prompts, params, seed)
         ]
+    if isinstance(generator, BudgetedGenerator):
+        return generator.generate_budgeted(
+            prompts, params=params, fmt=fmt, budget=budget, seed=seed
+        )
+    return two_phase(generator, prompts, params=params, fmt=fmt, budget=budget, seed=seed)
+
+
+def two_phase(
+    generator: Generator,
+    prompts: Sequence[str],
+    *,
+    params: SamplingParams,
+    fmt: ThoughtFormat,
+    budget: Budget,
+    seed: int,
+) -> list[Generated]:
+    """Forcing in two batched phases (phase 2 seeded with `seed + 1`); `params.max_new_tokens`
+    caps each output's two phases together."""
     first = first_phase(params, budget)
     phase1 = generator.generate(prompts, first, seed)
     plans = [

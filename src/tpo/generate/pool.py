@@ -1,62 +1,153 @@
-"""Where the stages get their generator: one policy model in memory at a time.
+"""Where the stages get their generator: one model in memory at a time, on the configured engine.
 
 The loop moves between models (M_t generates, M_{t+1} is evaluated, the other arm's models,
 a local judge model) and memory holds one comfortably, two large ones not at all. `Generators`
-keeps the last model loaded while the same path is asked for again, and `release` drops it:
+keeps the last model loaded while the same path is asked for again, and `release` frees it:
 the pipeline calls it before training (which loads its own copy) and before a local judge
-model loads. The backend is `generation.backend` (transformers today).
+model loads.
+
+`generation.backend` picks the engine, an entry of `BACKENDS`: `hf` (transformers `generate`,
+the model in this process) or `vllm` (vLLM's offline engine, `generate/vllm.py`). The same
+setting serves the policy (`Generators.for_run`) and local LLM judges (`judge/backends.py`,
+with the judge's own model settings), so one engine type runs generation, evaluation and
+judging.
 """
 
 from __future__ import annotations
 
 import gc
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from tpo.config import JudgeConfig, RunConfig
+from tpo.config import JudgeConfig, RunConfig, VLLMConfig
 from tpo.generate import Generator, GeneratorSource
 from tpo.models import load_model, load_tokenizer
+from tpo.thoughts import thought_format
 
 
-def _hf(model: Any, tokenizer: Any, batch_size: int) -> Generator:
-    from tpo.generate.hf import HFGenerator
+@dataclass(frozen=True)
+class LoadSettings:
+    """How a pool loads its models: the engine and the model settings it needs."""
 
-    return HFGenerator(model, tokenizer, batch_size, progress=False)
+    backend: str = "hf"
+    dtype: str = "float32"
+    device: str = "auto"  # hf only: vLLM runs on GPUs
+    trust_remote_code: bool = False
+    seed: int = 0  # vllm: the engine's seed (each request is seeded on its own too)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    # vllm with forcing: thinking_budget: (thought marker, forced text) of the run's format
+    reasoning: tuple[str, str] | None = None
 
 
-BACKENDS = {"hf": _hf}  # generation.backend -> a Generator over a loaded model
+class Backend(Protocol):
+    """One engine holding at most one model."""
 
+    @property
+    def loaded(self) -> str | None:
+        """The path of the model ready to generate, if any."""
+        ...
 
-class Generators:
-    """A `GeneratorSource` over the run's model settings."""
+    def load(self, path: str, tokenizer: Any) -> None:
+        """Hold the model at `path` (its tokenizer already loaded), dropping the one held."""
+        ...
 
-    def __init__(self, config: RunConfig):
-        self.model_cfg = config.model
-        self.backend = config.generation.backend
-        self.dtype = config.generation.dtype or config.model.dtype
-        self.path: str | None = None
-        self.model: Any = None
-        self.tokenizer: Any = None
-
-    def generator(self, path: str, batch_size: int) -> tuple[Generator, Any]:
-        if path != self.path:
-            self.release()
-            cfg = self.model_cfg
-            self.tokenizer = load_tokenizer(path, cfg.trust_remote_code)
-            self.model = load_model(path, self.dtype, cfg.device, cfg.trust_remote_code)
-            self.path = path
-        make = BACKENDS[self.backend]
-        return make(self.model, self.tokenizer, batch_size), self.tokenizer
+    def generator(self, batch_size: int) -> Generator: ...
 
     def release(self) -> None:
-        """Drop the model (and the GPU memory it held)."""
+        """Free the memory of the model held (and the GPU, for training)."""
+        ...
+
+
+class HFBackend:
+    """transformers `generate` over a model in this process."""
+
+    def __init__(self, settings: LoadSettings):
+        self.settings = settings
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.loaded: str | None = None
+
+    def load(self, path: str, tokenizer: Any) -> None:
+        self.release()
+        s = self.settings
+        self.model = load_model(path, s.dtype, s.device, s.trust_remote_code)
+        self.tokenizer, self.loaded = tokenizer, path
+
+    def generator(self, batch_size: int) -> Generator:
+        from tpo.generate.hf import HFGenerator
+
+        return HFGenerator(self.model, self.tokenizer, batch_size, progress=False)
+
+    def release(self) -> None:
         if self.model is None:
             return
-        self.model = self.tokenizer = self.path = None
+        self.model = self.tokenizer = self.loaded = None
         gc.collect()
         import torch
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _vllm(settings: LoadSettings) -> Backend:
+    from tpo.generate.vllm import EngineSettings, VLLMBackend
+
+    engine = EngineSettings(
+        dtype=settings.dtype,
+        seed=settings.seed,
+        trust_remote_code=settings.trust_remote_code,
+        vllm=settings.vllm,
+        reasoning=settings.reasoning,
+    )
+    return VLLMBackend(engine)
+
+
+BACKENDS: dict[str, Callable[[LoadSettings], Backend]] = {"hf": HFBackend, "vllm": _vllm}
+
+
+class Generators:
+    """A `GeneratorSource`: one model at a time on the backend `settings.backend` names."""
+
+    def __init__(self, settings: LoadSettings):
+        self.settings = settings
+        self.backend = BACKENDS[settings.backend](settings)
+        self.tokenizer: Any = None
+
+    @classmethod
+    def for_run(cls, config: RunConfig) -> Generators:
+        """The policy's pool: the run's model and generation settings."""
+        from tpo.generate.vllm import reasoning_strings  # imports no vLLM
+
+        g = config.generation
+        fmt = thought_format("tpo", config.prompt)
+        wants_budget = g.backend == "vllm" and g.vllm.forcing == "thinking_budget"
+        return cls(
+            LoadSettings(
+                backend=g.backend,
+                dtype=g.dtype or config.model.dtype,
+                device=config.model.device,
+                trust_remote_code=config.model.trust_remote_code,
+                seed=config.seed,
+                vllm=g.vllm,
+                reasoning=reasoning_strings(fmt) if wants_budget else None,
+            )
+        )
+
+    @property
+    def loaded(self) -> str | None:
+        """The path of the model in memory, ready to generate."""
+        return self.backend.loaded
+
+    def generator(self, path: str, batch_size: int) -> tuple[Generator, Any]:
+        if self.backend.loaded != path:
+            self.tokenizer = load_tokenizer(path, self.settings.trust_remote_code)
+            self.backend.load(path, self.tokenizer)
+        return self.backend.generator(batch_size), self.tokenizer
+
+    def release(self) -> None:
+        """Free the model (and the GPU memory it held)."""
+        self.backend.release()
 
 
 def release_for(judge: JudgeConfig, models: GeneratorSource) -> None:

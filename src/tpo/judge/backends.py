@@ -23,12 +23,12 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import httpx2 as httpx
 
-from tpo.config import EndpointConfig, LLMJudgeConfig
+from tpo.config import EndpointConfig, GenerationConfig, LLMJudgeConfig
 from tpo.judge import JudgeError
 
 Messages = list[dict[str, str]]
@@ -78,10 +78,11 @@ def _resolve_dtype(dtype: str, device: str) -> str:
 
 
 class LocalLLM:
-    """A transformers causal LM with its own chat template, greedy; loaded on first use, so a
-    fully cached rerun never loads it."""
+    """A causal LM with its own chat template, greedy, on the run's generation engine
+    (`generation.backend`: transformers or vLLM, through `generate.pool`); loaded on first use,
+    so a fully cached rerun never loads it."""
 
-    def __init__(self, cfg: LLMJudgeConfig):
+    def __init__(self, cfg: LLMJudgeConfig, generation: GenerationConfig | None = None):
         if not cfg.model:
             raise JudgeError("an LLM judge needs judge.llm.model")
         self.model = cfg.model
@@ -90,40 +91,46 @@ class LocalLLM:
         self.batch_size = cfg.batch_size
         self.max_new_tokens = cfg.max_new_tokens
         self.trust_remote_code = cfg.trust_remote_code
-        self._generator: Any = None
+        self.generation = generation or GenerationConfig()
+        self._pool: Any = None
 
     @property
     def identity(self) -> str:
-        return f"local:{self.model}:max_new_tokens={self.max_new_tokens}"
+        engine = "" if self.generation.backend == "hf" else f":{self.generation.backend}"
+        return f"local:{self.model}:max_new_tokens={self.max_new_tokens}{engine}"
 
     @property
     def chunk_size(self) -> int:
         return 4 * self.batch_size
 
-    def _load(self) -> Any:
-        if self._generator is None:
-            from tpo.generate.hf import HFGenerator
-            from tpo.models import load_model, load_tokenizer, pick_device
+    def _load(self) -> tuple[Any, Any]:
+        from tpo.generate.pool import Generators, LoadSettings
+        from tpo.models import pick_device
 
-            device = pick_device(self.device)
-            tokenizer = load_tokenizer(self.model, self.trust_remote_code)
-            model = load_model(
-                self.model, _resolve_dtype(self.dtype, device), device, self.trust_remote_code
+        if self._pool is None:
+            backend = self.generation.backend
+            device = "cuda" if backend == "vllm" else pick_device(self.device)
+            self._pool = Generators(
+                LoadSettings(
+                    backend=backend,
+                    dtype=_resolve_dtype(self.dtype, device),
+                    device=device,
+                    trust_remote_code=self.trust_remote_code,
+                    # a judge answers directly: no thought, so no forcing to do in vLLM
+                    vllm=replace(self.generation.vllm, forcing="two_phase"),
+                )
             )
-            self._generator = HFGenerator(model, tokenizer, self.batch_size, progress=False)
-        return self._generator
+        return self._pool.generator(self.model, self.batch_size)
 
     def complete(self, conversations: Sequence[Messages]) -> list[Reply]:
         import torch
 
         from tpo.generate import SamplingParams
 
-        generator = self._load()
+        generator, tokenizer = self._load()
         try:
             prompts = [
-                generator.tokenizer.apply_chat_template(
-                    c, tokenize=False, add_generation_prompt=True
-                )
+                tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
                 for c in conversations
             ]
         except Exception as exc:  # a template that raises or refuses the user role...

@@ -160,7 +160,7 @@ def judge_file(
     the same name with scores for samples), and say what the judge did."""
     samples = read_jsonl(samples_path, Sample.from_dict)
     scores_path = samples_path.with_name(samples_path.name.replace("samples", "scores"))
-    judge = make_judge(cfg, run.root, run.config.seed)
+    judge = make_judge(cfg, run.root, run.config.seed, run.config.generation)
     start = time.perf_counter()
     by_id = {ins.id: ins for ins in instructions}
     scores = score_samples(scores_path, samples, by_id, judge, desc=desc)

@@ -31,7 +31,10 @@ reasoning. That tail is released by the next step, or when the output ends:
 
 The logic lives in `MarkerReasoning`, which needs no vLLM (and is what the tests cover on a
 machine without it); the vLLM classes are thin adapters, defined and registered only when
-vLLM is importable, so importing this module never fails.
+vLLM is importable, so importing this module without vLLM never fails. With a vLLM that lacks
+a name the adapters need (vLLM moves its classes between releases: 0.33 moved DeltaMessage),
+importing it raises `VLLMAdapterError`, one line naming the name and the vLLM version, rather
+than leaving vLLM to report a parser "not found".
 """
 
 from __future__ import annotations
@@ -212,19 +215,62 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-try:  # vLLM is optional: without it this module still imports, and only the adapters are absent
-    from vllm.reasoning import ReasoningParser, ReasoningParserManager
+# Where vLLM keeps DeltaMessage, newest first: vLLM 0.33 moved it to the generate package.
+DELTA_MESSAGE_MODULES = (
+    "vllm.entrypoints.generate.base.protocol",
+    "vllm.entrypoints.openai.engine.protocol",
+    "vllm.entrypoints.openai.protocol",
+)
+SUPPORTED_VLLM = "vllm>=0.33,<0.34"  # what tpo[vllm] installs and the tests run against
+
+
+class VLLMAdapterError(ImportError):
+    """vLLM is importable but lacks a name the adapters need: one line, naming both."""
+
+
+def _vllm_names() -> tuple[Any, Any, Any]:
+    """(ReasoningParser, ReasoningParserManager, DeltaMessage) of the installed vLLM."""
+    import importlib
+
+    import vllm
+
+    version = getattr(vllm, "__version__", "of unknown version")
+
+    def missing(name: str) -> VLLMAdapterError:
+        return VLLMAdapterError(
+            f"tpo's vLLM reasoning parser cannot be built: vLLM {version} has no {name} "
+            f"(tpo supports {SUPPORTED_VLLM}: pip install 'tpo[vllm]')"
+        )
 
     try:
-        from vllm.entrypoints.openai.engine.protocol import DeltaMessage
-    except ImportError:  # vLLM before the protocol module was split
-        from vllm.entrypoints.openai.protocol import DeltaMessage
+        from vllm.reasoning import ReasoningParser, ReasoningParserManager
+    except ImportError:
+        raise missing("vllm.reasoning.ReasoningParser / ReasoningParserManager") from None
+    for module in DELTA_MESSAGE_MODULES:
+        try:
+            return (
+                ReasoningParser,
+                ReasoningParserManager,
+                importlib.import_module(module).DeltaMessage,
+            )
+        except (ImportError, AttributeError):
+            continue
+    raise missing(f"DeltaMessage (looked in {', '.join(DELTA_MESSAGE_MODULES)})")
+
+
+try:  # vLLM is optional: without it this module still imports, and only the adapters are absent
+    import vllm  # noqa: F401
+
     HAVE_VLLM = True
 except ImportError:
     HAVE_VLLM = False
 
+if HAVE_VLLM:  # with vLLM, adapters that cannot be built fail loudly, naming what is missing
+    ReasoningParser: Any
+    ReasoningParserManager: Any
+    DeltaMessage: Any
+    ReasoningParser, ReasoningParserManager, DeltaMessage = _vllm_names()
 
-if HAVE_VLLM:
     # vLLM renamed DeltaMessage.reasoning_content to reasoning; fill whichever it has
     _REASONING_FIELD = (
         "reasoning" if "reasoning" in DeltaMessage.model_fields else "reasoning_content"
