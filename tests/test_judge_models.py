@@ -272,7 +272,7 @@ def test_a_local_judge_never_shares_memory_with_the_policy(
     real_judge_file = judge_stage.judge_file
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        policy_at_judging.append(models.model is not None)
+        policy_at_judging.append(models.held is not None)
         return real_judge_file(*args, **kwargs)
 
     monkeypatch.setattr(judge_stage, "judge_file", spy)

@@ -29,6 +29,7 @@ import yaml
 
 from tpo.config import ConfigError, RunConfig, load_config, preset_names, reference
 from tpo.data import DataError
+from tpo.generate import GenerationError
 from tpo.judge import JudgeError
 from tpo.models import ModelLoadError
 from tpo.records import RecordError
@@ -36,7 +37,15 @@ from tpo.serve.engine import UNSET
 from tpo.store import RunDir, StoreError
 
 STAGE_NAMES = ("generate", "judge", "pairs", "train", "eval")  # pipeline.STAGES, in order
-USER_ERRORS = (ConfigError, DataError, JudgeError, ModelLoadError, RecordError, StoreError)
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    GenerationError,
+    JudgeError,
+    ModelLoadError,
+    RecordError,
+    StoreError,
+)
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -97,10 +106,13 @@ def cmd_stage(args: argparse.Namespace) -> int:
         run.clear(args.command, arm, t)
         if args.command == "eval":  # and what compared this model's old outputs
             clear_eval(run, arm, t)
-    models = Generators(run.config)
+    models = Generators(run.config, log_dir=run.root)
     with run.lock():
-        summary = pipeline.run_stage(run, models, args.command, arm=arm, iteration=t)
-        extras = _eval_extras(run, models, args) if args.command == "eval" else {}
+        try:
+            summary = pipeline.run_stage(run, models, args.command, arm=arm, iteration=t)
+            extras = _eval_extras(run, models, args) if args.command == "eval" else {}
+        finally:
+            models.release()  # no model server left running
         rows = write_results(run)
         if args.command == "eval":
             track(run, rows)  # TensorBoard / W&B: the values not logged yet

@@ -12,6 +12,7 @@ once and reported where the user wrote it.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,54 +113,13 @@ class PromptConfig:
 
 
 @dataclass(frozen=True)
-class GenerationConfig:
-    num_samples: int = opt(4, "K: samples per training instruction (paper: 8).")
-    temperature: float = opt(0.8, "Sampling temperature (paper: 0.8).")
-    top_p: float = opt(0.95, "Nucleus sampling top-p (paper: 0.95).")
-    max_new_tokens: int = opt(
-        256, "Most new tokens per output, thought and response together (no forcing)."
-    )
-    thought_budget: int | None = opt(
-        96,
-        "Budget forcing: after this many thought tokens without a response marker, append the "
-        "marker and let the model write the response. null = off (the paper's behaviour).",
-    )
-    response_max_tokens: int = opt(160, "With budget forcing: most tokens after the marker.")
-    batch_size: int = opt(16, "Prompts per generation batch.")
-    backend: str = opt("hf", "Generation backend: hf (transformers).")
-    dtype: str | None = opt(
-        None, "Weights dtype for generation and eval (float32 | bfloat16); null = model.dtype."
-    )
-
-    def __post_init__(self) -> None:
-        require(self.num_samples >= 2, "num_samples", "K must be >= 2 to form pairs")
-        require(self.temperature > 0, "temperature", "must be > 0 when sampling")
-        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
-        require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
-        require(
-            self.thought_budget is None or self.thought_budget >= 1,
-            "thought_budget",
-            "must be >= 1, or null (off)",
-        )
-        require(self.response_max_tokens >= 1, "response_max_tokens", ">= 1")
-        require(self.batch_size >= 1, "batch_size", "must be >= 1")
-        require(self.backend == "hf", "backend", "only 'hf' is available")
-        require(self.dtype in (None, *DTYPES), "dtype", "float32 | bfloat16")
-
-
-# --- judges ------------------------------------------------------------------------------
-
-JUDGE_TYPES = ("verifier", "math", "reward_model", "pairwise", "pointwise")
-
-
-@dataclass(frozen=True)
 class EndpointConfig:
     """An OpenAI-compatible HTTP endpoint (vLLM, SGLang, llama.cpp server, TGI, OpenAI)."""
 
     base_url: str | None = opt(
         None,
         "Endpoint base URL, e.g. http://localhost:8000/v1; null = $OPENAI_BASE_URL, else "
-        "https://api.openai.com/v1.",
+        "https://api.openai.com/v1 (generation with a serve_command: the server it starts).",
     )
     api_key_env: str = opt(
         "OPENAI_API_KEY", "Environment variable holding the API key, if any (never the key)."
@@ -180,6 +140,135 @@ class EndpointConfig:
         require(self.max_retries >= 0, "max_retries", "must be >= 0")
         require(self.retry_backoff_s >= 0, "retry_backoff_s", "must be >= 0")
         require(self.timeout_s > 0, "timeout_s", "must be > 0")
+
+
+GENERATION_BACKENDS = ("hf", "openai")
+
+
+@dataclass(frozen=True)
+class OpenAIGenerationConfig:
+    """generation.backend openai: raw completions from an OpenAI-compatible endpoint, and how
+    each model the loop generates with gets served there."""
+
+    serve_command: str | None = opt(
+        None,
+        "A command that serves one model on an OpenAI-compatible API, started by tpo for each "
+        "model it generates with and stopped when done, e.g. 'vllm serve {model} --port "
+        "{port}' ({model}: the model's path; {port}: `port`); run without a shell. null = the "
+        "endpoint serves the models already.",
+    )
+    port: int = opt(0, "With serve_command: its port on 127.0.0.1; 0 = a free port each start.")
+    start_timeout_s: float = opt(
+        900.0, "With serve_command: seconds to wait for it to answer GET /v1/models."
+    )
+    model: str = opt(
+        "{model}",
+        "The model name sent with each request; {model} is the model's path, the name `vllm "
+        "serve PATH` and `tpo serve PATH` give it.",
+    )
+    max_n: int = opt(
+        1,
+        "Send identical prompts of a batch (an instruction's K samples) as one request with n "
+        "up to this (vLLM, SGLang and tpo serve take n; llama.cpp server does not); 1 = one "
+        "request per output.",
+    )
+    endpoint: EndpointConfig = section(
+        EndpointConfig, "the endpoint", concurrency=16, timeout_s=600.0
+    )
+
+    def __post_init__(self) -> None:
+        require(0 <= self.port <= 65535, "port", "must be in [0, 65535]")
+        require(self.start_timeout_s > 0, "start_timeout_s", "must be > 0")
+        require(self.max_n >= 1, "max_n", "must be >= 1")
+        _template_ok(self.model, "model", shell_words=False)
+        if self.serve_command is None:
+            require(
+                "{model}" in self.model,
+                "model",
+                "without a serve_command it must contain {model}: a fixed name would send "
+                "every iteration's model to the one model the endpoint serves",
+            )
+            return
+        _template_ok(self.serve_command, "serve_command", shell_words=True)
+        require("{model}" in self.serve_command, "serve_command", "must contain {model}")
+        require(
+            "{port}" in self.serve_command or self.port != 0,
+            "serve_command",
+            "must contain {port}, or set port to the one it listens on",
+        )
+        require(
+            self.endpoint.base_url is None,
+            "endpoint.base_url",
+            "leave it null with a serve_command: the endpoint is the server it starts",
+        )
+
+
+def _template_ok(text: str, key: str, *, shell_words: bool) -> None:
+    """`text` fills with {model} and {port} only (literal braces doubled) and, for a command,
+    splits into words (quotes matched)."""
+    require(bool(text.strip()), key, "must not be empty")
+    try:
+        text.format(model="m", port=1)
+    except (KeyError, IndexError) as exc:
+        raise ConfigError(
+            f"{key}: unknown placeholder {{{exc.args[0]}}} (there are {{model}} and {{port}}; "
+            "write a literal brace twice)"
+        ) from None
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc} (write a literal brace twice)") from None
+    try:
+        if shell_words:
+            shlex.split(text)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {str(exc).lower()}") from None
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    num_samples: int = opt(4, "K: samples per training instruction (paper: 8).")
+    temperature: float = opt(0.8, "Sampling temperature (paper: 0.8).")
+    top_p: float = opt(0.95, "Nucleus sampling top-p (paper: 0.95).")
+    max_new_tokens: int = opt(
+        256, "Most new tokens per output, thought and response together (no forcing)."
+    )
+    thought_budget: int | None = opt(
+        96,
+        "Budget forcing: after this many thought tokens without a response marker, append the "
+        "marker and let the model write the response. null = off (the paper's behaviour).",
+    )
+    response_max_tokens: int = opt(160, "With budget forcing: most tokens after the marker.")
+    batch_size: int = opt(16, "Prompts per generation batch.")
+    backend: str = opt(
+        "hf",
+        "Generation backend: hf (transformers, in this process) | openai (an OpenAI-compatible "
+        "completions endpoint; settings in openai).",
+    )
+    dtype: str | None = opt(
+        None,
+        "Backend hf: weights dtype for generation and eval (float32 | bfloat16); null = "
+        "model.dtype.",
+    )
+    openai: OpenAIGenerationConfig = section(OpenAIGenerationConfig, "backend openai")
+
+    def __post_init__(self) -> None:
+        require(self.num_samples >= 2, "num_samples", "K must be >= 2 to form pairs")
+        require(self.temperature > 0, "temperature", "must be > 0 when sampling")
+        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        require(
+            self.thought_budget is None or self.thought_budget >= 1,
+            "thought_budget",
+            "must be >= 1, or null (off)",
+        )
+        require(self.response_max_tokens >= 1, "response_max_tokens", ">= 1")
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        require(self.backend in GENERATION_BACKENDS, "backend", " | ".join(GENERATION_BACKENDS))
+        require(self.dtype in (None, *DTYPES), "dtype", "float32 | bfloat16")
+
+
+# --- judges ------------------------------------------------------------------------------
+
+JUDGE_TYPES = ("verifier", "math", "reward_model", "pairwise", "pointwise")
 
 
 def _local_model_fields_ok(cfg: Any) -> None:
