@@ -1,6 +1,6 @@
 """The openai generation backend over real HTTP on 127.0.0.1.
 
-- Against `fake_openai.FakeServer` (a threaded server that answers /v1/completions and can be
+- Against `servers.FakeServer` (a threaded server that answers /v1/completions and can be
   told to fail: 500, 429, hanging past the timeout, a body that is not JSON, a refused key):
   the request each prompt makes, how finish_reason and usage map, seeds that do not depend on
   concurrency, n per request, the retry and failure rules, and a generate stage cut off by a
@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from fake_openai import FakeServer
+from servers import FakeServer
 from tpo import cli
 from tpo.config import ConfigError, EndpointConfig, PromptConfig, config_from_dict, read_preset
 from tpo.data.split import prepare_data, train_instructions
@@ -37,7 +37,7 @@ from tpo.generate.openai import OpenAIGenerator, to_completion
 from tpo.generate.pool import Generators
 from tpo.generate.served import ServedModel, port_taken, wait_ready
 from tpo.generate.stage import SamplingPlan, sample_outputs
-from tpo.models import default_prefix
+from tpo.models import default_prefix, resolve_model_path
 from tpo.seeds import derive_seed
 from tpo.store import RunDir
 from tpo.thoughts import build_prompt, thought_format
@@ -235,6 +235,7 @@ def test_a_dying_endpoint_keeps_whole_batches_and_the_rerun_completes_them(
 ):
     """After 10 answers the endpoint fails: the stage stops with one line, the samples file
     holds whole batches only, and a rerun writes the rest: the same file as a clean run."""
+    server.model_ids = [resolve_model_path("tiny-random")]  # what GET /v1/models must list
     server.complete = lambda body: [(f"{body['seed']} Here is my response:\nHi.", "stop")]
     run = stage_run(tmp_path, server.url)
     plan = SamplingPlan.training(run.config, "tpo", 1)
@@ -270,6 +271,16 @@ def test_generate_stage_with_a_dead_endpoint_is_one_error_line(tmp_path: Path, c
     errors = [line for line in err.splitlines() if line.startswith("tpo: error:")]
     assert len(errors) == 1 and "cannot reach http://127.0.0.1:" in errors[0], err[-2000:]
     assert not run.is_done("generate", "tpo", 1)
+
+
+def test_an_endpoint_serving_another_model_is_refused(server: FakeServer, tmp_path: Path, tiny):
+    """Without a serve_command the endpoint must list the model (a trained M_t, here) in GET
+    /v1/models: a server that ignores the model name would answer with the wrong one."""
+    run = stage_run(tmp_path, server.url)
+    server.model_ids = ["/models/the-seed"]
+    with pytest.raises(GenerationError, match=r"serves \['/models/the-seed'\], not '/runs/x/"):
+        ServedModel(run.config.generation.openai, "/runs/x/tpo/iter_1/model", tiny[1], log=tmp_path)
+    assert server.requests == 0  # refused before any completion was asked for
 
 
 def test_wait_ready_wants_the_model_listed(server: FakeServer, tmp_path: Path):
@@ -377,26 +388,44 @@ def shape(run: Path) -> dict[str, Any]:
     return out
 
 
+def wait_until(proc: subprocess.Popen, ready: Any, timeout_s: float = 300) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+
+
 @pytest.mark.slow
-def test_tiny_preset_through_tpo_serve_killed_and_resumed(tmp_path: Path, tiny_run: Path):
+def test_tiny_preset_through_tpo_serve_interrupted_killed_and_resumed(
+    tmp_path: Path, tiny_run: Path
+):
+    """Ctrl-C while the first server runs: exit 130, the server stopped. SIGKILL in the middle
+    of the tpo arm's generation: the server goes too (it gets SIGTERM when tpo dies). The
+    resumed run completes: equal in shape and count to the hf run, no duplicates."""
     out = tmp_path / "run"
     args = [sys.executable, "-m", "tpo.cli", "run", "--preset", "tiny", "--out", str(out)]
     args += ["--set", "generation.backend=openai", f"generation.openai.serve_command={SERVE}"]
     args += ["generation.batch_size=4", "generation.openai.max_n=4"]
-    samples = out / "tpo" / "iter_1" / "samples.jsonl"
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if samples.exists() and samples.read_bytes().count(b"\n") >= 4:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, proc.communicate()[1][-3000:]
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    log, samples = out / "serve.log", out / "tpo" / "iter_1" / "samples.jsonl"
+
+    def server_pids() -> list[int]:
+        return [int(p) for p in re.findall(r"== tpo: pid (\d+)", log.read_text())]
+
+    with open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
+        wait_until(proc, lambda: log.exists() and "listening on" in log.read_text())
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+        assert "interrupted; run the same command again" in (tmp_path / "stderr").read_text()
+        assert pid_gone(server_pids()[-1], command="tpo.cli serve")
+
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
+        wait_until(proc, lambda: samples.exists() and samples.read_bytes().count(b"\n") >= 4)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     written = samples.read_bytes().count(b"\n")
     assert 4 <= written < 32, written
-    server_pid = int(re.findall(r"== tpo: pid (\d+)", (out / "serve.log").read_text())[-1])
-    assert pid_gone(server_pid, command="tpo.cli serve"), "the server outlived its run"
+    assert pid_gone(server_pids()[-1], command="tpo.cli serve"), "the server outlived its run"
 
     resumed = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -404,12 +433,11 @@ def test_tiny_preset_through_tpo_serve_killed_and_resumed(tmp_path: Path, tiny_r
     tpo_samples = [json.loads(line) for line in samples.open()]
     assert all(s["forced"] and f"\n{MARK}\n" in s["output"] for s in tpo_samples)  # forcing on
     assert all(s["output_tokens"] <= 16 for s in tpo_samples)  # thought 8 + response 8
-    # one server per model and stretch of use: the seed (direct and tpo iter 0 eval, tpo
-    # generate) until the kill; then the seed again, tpo M_1 (eval), the seed (direct generate),
-    # direct M_1 (eval); none left running
-    starts = re.findall(r"== tpo: pid (\d+)", (out / "serve.log").read_text())
-    assert len(starts) == 5, starts
-    assert all(pid_gone(int(pid), 0.0, command="tpo.cli serve") for pid in starts)
+    # one server per model and stretch of use: the seed until Ctrl-C; the seed (direct and tpo
+    # iter 0 eval, tpo generate) until the kill; then the seed again, tpo M_1 (eval), the seed
+    # (direct generate), direct M_1 (eval); none left running
+    assert len(server_pids()) == 6, server_pids()
+    assert all(pid_gone(pid, 0.0, command="tpo.cli serve") for pid in server_pids())
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """LLM judges over real HTTP: an OpenAI-compatible test server on 127.0.0.1, started here.
 
-The server (`fake_openai.FakeServer`, shared with the generation backend's tests) answers
+The server (`servers.FakeServer`, shared with the generation backend's tests) answers
 /v1/chat/completions like vLLM or OpenAI would, and can be told to fail: HTTP 500 or 429, hang
 past the client's timeout, answer malformed JSON, answer garbage verdicts, or require an API
 key. Everything runs on the loopback interface.
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from fake_openai import FakeServer
+from servers import FakeServer
 from tpo.config import EndpointConfig, LLMJudgeConfig, config_from_dict, read_preset
 from tpo.data.split import prepare_data, train_instructions
 from tpo.generate.forcing import Generated

@@ -9,20 +9,19 @@ completion must ignore. The tiny model checks the real `openai` client against i
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx2 as httpx
 import openai
 import pytest
 
+from servers import running
 from tpo.config import PromptConfig
 from tpo.generate import Delta, SamplingParams
 from tpo.generate.hf import HFStreamer
 from tpo.serve.engine import Engine
-from tpo.serve.server import ServerConfig, TpoHTTPServer, make_server
+from tpo.serve.server import TpoHTTPServer
 from tpo.thoughts import thought_format
 
 GENERIC = thought_format("tpo", PromptConfig())
@@ -41,18 +40,6 @@ class Words:
         n = int(found.group(1)) if found else 1 << 30
         for i in range(min(n, params.max_new_tokens)):
             yield Delta(f" w{i}", 1, eos=i == n - 1)
-
-
-@contextmanager
-def running(engine: Engine) -> Iterator[TpoHTTPServer]:
-    server = make_server(engine, ServerConfig(model_name="tpo-test"), port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ served before it can answer. With `generation.openai.serve_command` (e.g. `vllm 
 releases the model (before training, before a local judge loads, at the end of the run, and
 on Ctrl-C or an error). Without a command, the endpoint is used as it is: a model already
 served, named by `generation.openai.model` (by default its path, which vLLM and tpo serve use
-as its name).
+as its name); where the endpoint answers GET /v1/models, the model must be listed there, so
+a server that ignores the name (llama.cpp's does) cannot answer for the wrong model.
 
 No orphan servers: the command runs in a session of its own and is stopped as a group
 (SIGTERM, then SIGKILL after a grace period), so the engine processes a server starts go too;
@@ -130,13 +131,7 @@ def wait_ready(
             )
         answer = client.get_json("models", timeout_s=min(5.0, timeout_s))
         if answer is not None and answer[0] == 200:
-            served = _model_ids(answer[1])
-            if model in served:
-                return
-            raise GenerationError(
-                f"the server of generation.openai.serve_command serves {served}, not "
-                f"{model!r}: make generation.openai.model the name it serves"
-            )
+            return must_list(answer[1], model, "the server of generation.openai.serve_command")
         if answer is not None and answer[0] in (401, 403):
             raise GenerationError(
                 f"the server of generation.openai.serve_command refused the key (HTTP "
@@ -151,9 +146,15 @@ def wait_ready(
         time.sleep(POLL_S)
 
 
-def _model_ids(body: Any) -> list[str]:
-    data = body.get("data") if isinstance(body, dict) else None
-    return [str(m.get("id")) for m in data or [] if isinstance(m, dict)]
+def must_list(models: Any, model: str, what: str) -> None:
+    """GenerationError unless the JSON of a GET /v1/models lists `model`."""
+    data = models.get("data") if isinstance(models, dict) else None
+    served = [str(m.get("id")) for m in data or [] if isinstance(m, dict)]
+    if model not in served:
+        raise GenerationError(
+            f"{what} serves {served}, not {model!r}, the model to generate with: serve it "
+            "(generation.openai.serve_command), or make generation.openai.model its name"
+        )
 
 
 class ServedModel:
@@ -184,6 +185,10 @@ class ServedModel:
                 wait_ready(
                     self.process, self.client, self.name, timeout_s=cfg.start_timeout_s, log=log
                 )
+            else:  # a server someone else runs must serve this very model, not another one
+                answer = self.client.get_json("models", timeout_s=cfg.endpoint.timeout_s)
+                if answer is not None and answer[0] == 200:
+                    must_list(answer[1], self.name, f"the endpoint {url}")
         except EndpointError as exc:
             self.close()
             raise GenerationError(str(exc)) from None

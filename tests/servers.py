@@ -1,11 +1,12 @@
-"""A fault-injecting OpenAI-compatible server on 127.0.0.1, for the judges' and the generation
-backend's tests (imported by them: `pythonpath` in pyproject.toml).
+"""Servers on 127.0.0.1 for the tests that speak HTTP (imported by them: `pythonpath` in
+pyproject.toml): `running`, tpo's own server in a thread, and `FakeServer`, a fault-injecting
+OpenAI-compatible server for the judges' and the generation backend's tests.
 
-`POST /v1/chat/completions` answers `answer(last user message)`; `POST /v1/completions`
-answers the choices `complete(body)` gives (default: `seeded_choices`); `GET /v1/models` lists
-`model_ids`. `failures` are consumed one per POST ("ok": answer normally), then `always`
-applies: "401", "500", "429" (with Retry-After: 0), "malformed" (a 200 whose body is not
-JSON), "hang" (answer after `hang_s`, past a short client timeout).
+`FakeServer`: `POST /v1/chat/completions` answers `answer(last user message)`;
+`POST /v1/completions` answers the choices `complete(body)` gives (default: `seeded_choices`);
+`GET /v1/models` lists `model_ids`. `failures` are consumed one per POST ("ok": answer
+normally), then `always` applies: "401", "500", "429" (with Retry-After: 0), "malformed" (a
+200 whose body is not JSON), "hang" (answer after `hang_s`, past a short client timeout).
 """
 
 from __future__ import annotations
@@ -13,11 +14,28 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tpo.serve.engine import Engine
+from tpo.serve.server import ServerConfig, TpoHTTPServer, make_server
+
 Choice = tuple[str, str | None]  # text, finish_reason
+
+
+@contextmanager
+def running(engine: Engine, **config: Any) -> Iterator[TpoHTTPServer]:
+    """`tpo serve`'s server over `engine` on a free port, model name "tpo-test" by default."""
+    server = make_server(engine, ServerConfig(**{"model_name": "tpo-test", **config}), port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def seeded_choices(body: dict[str, Any]) -> list[Choice]:
