@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -78,3 +81,20 @@ def tiny(tiny_path):
     from tpo.models import load_model, load_tokenizer
 
     return load_model(tiny_path), load_tokenizer(tiny_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The tiny preset run once through the real `tpo run` (hf backend), for the tests that read
+    a finished run: the CLI's, and the openai backend's comparison with it."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tpo.cli", "run", "--preset", "tiny", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "run directory:" in proc.stderr and "win_vs_seed" in proc.stderr
+    return out

@@ -38,14 +38,6 @@ def assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cli") / "run"
-    proc = tpo("run", "--preset", "tiny", "--out", str(out))
-    assert "run directory:" in proc.stderr and "win_vs_seed" in proc.stderr
-    return out
-
-
 @pytest.mark.slow
 def test_tiny_preset_end_to_end(tiny_run: Path):
     done = json.loads((tiny_run / "manifest.json").read_text())["done"]

@@ -1,8 +1,9 @@
 """LLM judges over real HTTP: an OpenAI-compatible test server on 127.0.0.1, started here.
 
-The server answers /v1/chat/completions like vLLM or OpenAI would, and can be told to fail:
-HTTP 500 or 429, hang past the client's timeout, answer malformed JSON, answer garbage
-verdicts, or require an API key. Everything runs on the loopback interface.
+The server (`servers.FakeServer`, shared with the generation backend's tests) answers
+/v1/chat/completions like vLLM or OpenAI would, and can be told to fail: HTTP 500 or 429, hang
+past the client's timeout, answer malformed JSON, answer garbage verdicts, or require an API
+key. Everything runs on the loopback interface.
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ import re
 import socket
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from servers import FakeServer
 from tpo.config import EndpointConfig, LLMJudgeConfig, config_from_dict, read_preset
 from tpo.data.split import prepare_data, train_instructions
 from tpo.generate.forcing import Generated
@@ -58,90 +57,11 @@ def fair_judge(prompt: str) -> str:
     return f"Fine.\nScore: {min(10, max(1, number(single.group(1))))}"
 
 
-class FakeServer:
-    """A threaded OpenAI-compatible server; `failures` are consumed one per request ("ok":
-    answer normally), then `always` applies."""
-
-    def __init__(self, answer: Callable[[str], str] = fair_judge, api_key: str | None = None):
-        self.answer = answer
-        self.api_key = api_key
-        self.failures: list[str] = []
-        self.always: str | None = None  # a failure for every request
-        self.requests = 0
-        self.bodies: list[dict[str, Any]] = []
-        self.hang_s = 1.0
-        self._lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                fake.handle(self)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.handle_error = lambda request, address: None  # type: ignore[method-assign]
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def _send(self, h: BaseHTTPRequestHandler, status: int, body: str, **headers: str) -> None:
-        data = body.encode()
-        h.send_response(status)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(data)))
-        for key, value in headers.items():
-            h.send_header(key.replace("_", "-"), value)
-        h.end_headers()
-        h.wfile.write(data)
-
-    def handle(self, h: BaseHTTPRequestHandler) -> None:
-        body = json.loads(h.rfile.read(int(h.headers["Content-Length"])))
-        with self._lock:
-            self.requests += 1
-            self.bodies.append(body)
-            failure = self.failures.pop(0) if self.failures else self.always
-        if h.path != "/v1/chat/completions":
-            return self._send(h, 404, '{"error": {"message": "no such route"}}')
-        if self.api_key and h.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return self._send(h, 401, '{"error": {"message": "Incorrect API key provided"}}')
-        if failure == "401":
-            return self._send(h, 401, '{"error": {"message": "Incorrect API key provided"}}')
-        if failure == "500":
-            return self._send(h, 500, '{"error": {"message": "internal error"}}')
-        if failure == "429":
-            return self._send(h, 429, '{"error": {"message": "slow down"}}', Retry_After="0")
-        if failure == "malformed":
-            return self._send(h, 200, "<html>not json</html>")
-        if failure == "hang":
-            time.sleep(self.hang_s)
-        text = self.answer(body["messages"][-1]["content"])
-        answer = {
-            "id": "cmpl-1",
-            "object": "chat.completion",
-            "model": body["model"],
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": "stop",
-                }
-            ],
-        }
-        self._send(h, 200, json.dumps(answer))
-
-
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
-    fake = FakeServer()
+    fake = FakeServer(fair_judge)
     yield fake
     fake.stop()
 

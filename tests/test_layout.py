@@ -133,11 +133,11 @@ def test_the_cli_names_the_pipeline_stages_in_order() -> None:
 
 
 def test_floor_modules_import_no_stage() -> None:
-    """config, records, store, seeds, thoughts, constraints, models are the floor: they import
-    none of the stage packages."""
+    """config, records, store, seeds, thoughts, constraints, models, endpoint are the floor:
+    they import none of the stage packages."""
     graph = import_graph()
     floor = ("tpo.config", "tpo.records", "tpo.store", "tpo.seeds", "tpo.thoughts")
-    floor += ("tpo.constraints", "tpo.models")
+    floor += ("tpo.constraints", "tpo.models", "tpo.endpoint")
     stages = ("tpo.generate", "tpo.judge", "tpo.eval", "tpo.serve", "tpo.data", "tpo.train")
     for name, deps in graph.items():
         if name.startswith(floor):
@@ -146,7 +146,8 @@ def test_floor_modules_import_no_stage() -> None:
 
 
 def test_light_imports_do_not_load_torch() -> None:
-    """The package, the CLI, the vLLM parser plugin and the judges import without torch."""
+    """The package, the CLI, the vLLM parser plugin, the judges and the openai generation
+    backend import without torch."""
     light = [
         "tpo",
         "tpo.cli",
@@ -157,6 +158,8 @@ def test_light_imports_do_not_load_torch() -> None:
         "tpo.judge.llm",
         "tpo.judge.reward_model",
         "tpo.eval.suite",
+        "tpo.generate.pool",
+        "tpo.generate.served",
     ]
     code = "import sys\n" + "".join(f"import {m}\n" for m in light)
     code += "print(sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))"

@@ -15,23 +15,22 @@ import http.client
 import json
 import random
 import re
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 import openai
 import pytest
 
+from servers import running
 from tpo.config import PromptConfig
 from tpo.generate import Delta, SamplingParams
 from tpo.generate import hf as hf_module
 from tpo.generate.forcing import finished_sentences, trim_thought
 from tpo.generate.hf import HFGenerator, HFStreamer
 from tpo.serve.engine import Engine
-from tpo.serve.server import ServerConfig, TpoHTTPServer, make_server
+from tpo.serve.server import TpoHTTPServer
 from tpo.thoughts import build_prompt, thought_format
 
 GENERIC = thought_format("tpo", PromptConfig())
@@ -66,18 +65,6 @@ class Scripted:
         for text in script[: params.max_new_tokens]:
             time.sleep(0.001)  # let other requests' threads run in between
             yield Delta(text, 1)
-
-
-@contextmanager
-def running(engine: Engine, **config: Any) -> Iterator[TpoHTTPServer]:
-    server = make_server(engine, ServerConfig(**{"model_name": "tpo-test", **config}), port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def client(server: TpoHTTPServer, key: str = "unused") -> openai.OpenAI:

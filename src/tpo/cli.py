@@ -30,6 +30,7 @@ import yaml
 
 from tpo.config import ConfigError, RunConfig, load_config, preset_names, reference
 from tpo.data import DataError
+from tpo.generate import GenerationError
 from tpo.judge import JudgeError
 from tpo.models import ModelLoadError
 from tpo.records import RecordError
@@ -41,6 +42,7 @@ STAGE_NAMES = ("generate", "judge", "pairs", "train", "eval")  # pipeline.STAGES
 USER_ERRORS = (
     ConfigError,
     DataError,
+    GenerationError,
     JudgeError,
     ModelLoadError,
     RecordError,
@@ -115,10 +117,13 @@ def cmd_stage(args: argparse.Namespace) -> int:
         run.clear(args.command, arm, t)
         if args.command == "eval":  # and what compared this model's old outputs
             clear_eval(run, arm, t)
-    models = Generators.for_run(run.config)
+    models = Generators.for_run(run.config, log_dir=run.root)
     with run.lock():
-        summary = pipeline.run_stage(run, models, args.command, arm=arm, iteration=t)
-        extras = _eval_extras(run, models, args) if args.command == "eval" else {}
+        try:
+            summary = pipeline.run_stage(run, models, args.command, arm=arm, iteration=t)
+            extras = _eval_extras(run, models, args) if args.command == "eval" else {}
+        finally:
+            models.release()  # no model server left running
         rows = write_results(run)
         if args.command == "eval":
             track(run, rows)  # TensorBoard / W&B: the values not logged yet

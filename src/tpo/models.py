@@ -140,6 +140,19 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
+def default_prefix(tokenizer: Any) -> str:
+    """The special text a tokenizer puts in front of any text by default: the BOS token of
+    Llama-style tokenizers, '' for most others. A server's raw-completions endpoint tokenizes a
+    prompt this way (vLLM's `add_special_tokens` is on by default), while tpo's prompts, rendered
+    by the chat template, already hold whatever BOS the template writes."""
+    with_special = list(tokenizer("a")["input_ids"])
+    plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+    extra = len(with_special) - len(plain)
+    if extra <= 0 or with_special[extra:] != plain:
+        return ""
+    return str(tokenizer.decode(with_special[:extra]))
+
+
 def load_model(
     name_or_path: str, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False
 ) -> Any:

@@ -69,16 +69,19 @@ def iteration(run: RunDir, models: GeneratorSource, arm: str, t: int) -> None:
 
 def run_all(run: RunDir) -> list[dict[str, Any]]:
     """Run (or resume) every stage of every arm and iteration; return the results rows."""
-    models = Generators.for_run(run.config)
+    models = Generators.for_run(run.config, log_dir=run.root)
     with run.lock():
-        prepare_data(run)
-        evaluate(run, models, arm="direct", iteration=0)
-        for arm in run.config.arms:
-            evaluate(run, models, arm=arm, iteration=0)
-            for t in range(1, run.config.iterations + 1):
-                iteration(run, models, arm, t)
-                write_results(run)
-        suite.after_run(run, models)  # tpo vs direct per iteration; math if configured
+        try:
+            prepare_data(run)
+            evaluate(run, models, arm="direct", iteration=0)
+            for arm in run.config.arms:
+                evaluate(run, models, arm=arm, iteration=0)
+                for t in range(1, run.config.iterations + 1):
+                    iteration(run, models, arm, t)
+                    write_results(run)
+            suite.after_run(run, models)  # tpo vs direct per iteration; math if configured
+        finally:
+            models.release()  # also on Ctrl-C or an error: no model server left running
         rows = write_results(run)
         track(run, rows)
     log("results (held-out split):\n" + results_table(rows))

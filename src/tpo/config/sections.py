@@ -12,10 +12,11 @@ once and reported where the user wrote it.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from tpo.config.fields import opt, require, section
+from tpo.config.fields import ConfigError, opt, require, section
 from tpo.config.sources import DataConfig, SynthConfig
 
 THOUGHT_PROMPTS = ("generic", "specific", "custom")
@@ -82,7 +83,7 @@ class PromptConfig:
             require(bool(self.response_marker.strip()), "response_marker", "empty")
 
 
-BACKENDS = ("hf", "vllm")
+BACKENDS = ("hf", "vllm", "openai")
 VLLM_FORCING = ("two_phase", "thinking_budget")
 
 
@@ -122,6 +123,114 @@ class VLLMConfig:
 
 
 @dataclass(frozen=True)
+class EndpointConfig:
+    """An OpenAI-compatible HTTP endpoint (vLLM, SGLang, llama.cpp server, TGI, OpenAI)."""
+
+    base_url: str | None = opt(
+        None,
+        "Endpoint base URL, e.g. http://localhost:8000/v1; null = $OPENAI_BASE_URL, else "
+        "https://api.openai.com/v1 (generation with a serve_command: the server it starts).",
+    )
+    api_key_env: str = opt(
+        "OPENAI_API_KEY", "Environment variable holding the API key, if any (never the key)."
+    )
+    concurrency: int = opt(8, "Requests in flight at once.")
+    max_retries: int = opt(4, "Retries after a timeout, connection error, 408, 429 or 5xx.")
+    retry_backoff_s: float = opt(1.0, "First retry wait in seconds; doubles each retry.")
+    timeout_s: float = opt(60.0, "Seconds to wait for one answer.")
+
+    def __post_init__(self) -> None:
+        require(
+            self.base_url is None or self.base_url.startswith(("http://", "https://")),
+            "base_url",
+            f"must start with http:// or https://, got {self.base_url!r}",
+        )
+        require(bool(self.api_key_env), "api_key_env", "must not be empty")
+        require(self.concurrency >= 1, "concurrency", "must be >= 1")
+        require(self.max_retries >= 0, "max_retries", "must be >= 0")
+        require(self.retry_backoff_s >= 0, "retry_backoff_s", "must be >= 0")
+        require(self.timeout_s > 0, "timeout_s", "must be > 0")
+
+
+@dataclass(frozen=True)
+class OpenAIGenerationConfig:
+    """generation.backend openai: raw completions from an OpenAI-compatible endpoint, and how
+    each model the loop generates with gets served there."""
+
+    serve_command: str | None = opt(
+        None,
+        "A command that serves one model on an OpenAI-compatible API, started by tpo for each "
+        "model it generates with and stopped when done, e.g. 'vllm serve {model} --port "
+        "{port}' ({model}: the model's path; {port}: `port`); run without a shell. null = the "
+        "endpoint serves the models already.",
+    )
+    port: int = opt(0, "With serve_command: its port on 127.0.0.1; 0 = a free port each start.")
+    start_timeout_s: float = opt(
+        900.0, "With serve_command: seconds to wait for it to answer GET /v1/models."
+    )
+    model: str = opt(
+        "{model}",
+        "The model name sent with each request; {model} is the model's path, the name `vllm "
+        "serve PATH` and `tpo serve PATH` give it.",
+    )
+    max_n: int = opt(
+        1,
+        "Send identical prompts of a batch (an instruction's K samples) as one request with n "
+        "up to this (vLLM, SGLang and tpo serve take n; llama.cpp server does not); 1 = one "
+        "request per output.",
+    )
+    endpoint: EndpointConfig = section(
+        EndpointConfig, "the endpoint", concurrency=16, timeout_s=600.0
+    )
+
+    def __post_init__(self) -> None:
+        require(0 <= self.port <= 65535, "port", "must be in [0, 65535]")
+        require(self.start_timeout_s > 0, "start_timeout_s", "must be > 0")
+        require(self.max_n >= 1, "max_n", "must be >= 1")
+        _template_ok(self.model, "model", shell_words=False)
+        if self.serve_command is None:
+            require(
+                "{model}" in self.model,
+                "model",
+                "without a serve_command it must contain {model}: a fixed name would send "
+                "every iteration's model to the one model the endpoint serves",
+            )
+            return
+        _template_ok(self.serve_command, "serve_command", shell_words=True)
+        require("{model}" in self.serve_command, "serve_command", "must contain {model}")
+        require(
+            "{port}" in self.serve_command or self.port != 0,
+            "serve_command",
+            "must contain {port}, or set port to the one it listens on",
+        )
+        require(
+            self.endpoint.base_url is None,
+            "endpoint.base_url",
+            "leave it null with a serve_command: the endpoint is the server it starts",
+        )
+
+
+def _template_ok(text: str, key: str, *, shell_words: bool) -> None:
+    """`text` fills with {model} and {port} only (literal braces doubled) and, for a command,
+    splits into words (quotes matched)."""
+    require(bool(text.strip()), key, "must not be empty")
+    try:
+        text.format(model="m", port=1)
+    except (KeyError, IndexError) as exc:
+        raise ConfigError(
+            f"{key}: unknown placeholder {{{exc.args[0]}}} (there are {{model}} and {{port}}; "
+            "write a literal brace twice)"
+        ) from None
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc} (write a literal brace twice)") from None
+    try:
+        if shell_words:
+            shlex.split(text)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {str(exc).lower()}") from None
+
+
+@dataclass(frozen=True)
 class GenerationConfig:
     num_samples: int = opt(4, "K: samples per training instruction (paper: 8).")
     temperature: float = opt(0.8, "Sampling temperature (paper: 0.8).")
@@ -143,12 +252,14 @@ class GenerationConfig:
     backend: str = opt(
         "hf",
         "The engine of generation, evaluation and local LLM judges: hf (transformers "
-        "`generate`) | vllm (vLLM's offline engine, settings in vllm; pip install 'tpo[vllm]').",
+        "`generate`) | vllm (vLLM's offline engine, settings in vllm; pip install 'tpo[vllm]') "
+        "| openai (an OpenAI-compatible completions endpoint, settings in openai).",
     )
     dtype: str | None = opt(
         None, "Weights dtype for generation and eval (float32 | bfloat16); null = model.dtype."
     )
     vllm: VLLMConfig = section(VLLMConfig, "backend vllm")
+    openai: OpenAIGenerationConfig = section(OpenAIGenerationConfig, "backend openai")
 
     def __post_init__(self) -> None:
         require(self.num_samples >= 2, "num_samples", "K must be >= 2 to form pairs")
@@ -169,36 +280,6 @@ class GenerationConfig:
 # --- judges ------------------------------------------------------------------------------
 
 JUDGE_TYPES = ("verifier", "math", "reward_model", "pairwise", "pointwise")
-
-
-@dataclass(frozen=True)
-class EndpointConfig:
-    """An OpenAI-compatible HTTP endpoint (vLLM, SGLang, llama.cpp server, TGI, OpenAI)."""
-
-    base_url: str | None = opt(
-        None,
-        "Endpoint base URL, e.g. http://localhost:8000/v1; null = $OPENAI_BASE_URL, else "
-        "https://api.openai.com/v1.",
-    )
-    api_key_env: str = opt(
-        "OPENAI_API_KEY", "Environment variable holding the API key, if any (never the key)."
-    )
-    concurrency: int = opt(8, "Requests in flight at once.")
-    max_retries: int = opt(4, "Retries after a timeout, connection error, 408, 429 or 5xx.")
-    retry_backoff_s: float = opt(1.0, "First retry wait in seconds; doubles each retry.")
-    timeout_s: float = opt(60.0, "Seconds to wait for one answer.")
-
-    def __post_init__(self) -> None:
-        require(
-            self.base_url is None or self.base_url.startswith(("http://", "https://")),
-            "base_url",
-            f"must start with http:// or https://, got {self.base_url!r}",
-        )
-        require(bool(self.api_key_env), "api_key_env", "must not be empty")
-        require(self.concurrency >= 1, "concurrency", "must be >= 1")
-        require(self.max_retries >= 0, "max_retries", "must be >= 0")
-        require(self.retry_backoff_s >= 0, "retry_backoff_s", "must be >= 0")
-        require(self.timeout_s > 0, "timeout_s", "must be > 0")
 
 
 def _local_model_fields_ok(cfg: Any) -> None:

@@ -11,7 +11,9 @@ outputs for the same continuations:
 
     forcing.py  budget forcing: the rule (`after_thought`), batched and streamed
     hf.py       transformers `generate`, batched and streamed
-    pool.py     one policy model in memory at a time, per `generation.backend`
+    openai.py   raw completions from an OpenAI-compatible endpoint (`tpo.endpoint`'s client)
+    served.py   the model behind that endpoint: a server command started and stopped per model
+    pool.py     one policy model in memory (or served) at a time, per `generation.backend`
     stage.py    the generate stage: instructions -> samples.jsonl, resumable
 """
 
@@ -20,6 +22,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+
+class GenerationError(ValueError):
+    """A backend cannot go on (a dead endpoint, a refused key, a server command that does not
+    start): one line for the user; the batches written so far are kept for the resume."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,8 @@ class StreamingGenerator(Protocol):
 
 
 class GeneratorSource(Protocol):
-    """Where the stages get a generator for a model path; `release` frees its memory."""
+    """Where the stages get a generator for a model path; `release` lets the model go (its
+    memory, or the server started for it)."""
 
     def generator(self, path: str, batch_size: int) -> tuple[Generator, Any]:
         """(generator, tokenizer) for the model at `path`."""

@@ -7,20 +7,24 @@ the pipeline calls it before training (which loads its own copy) and before a lo
 model loads.
 
 `generation.backend` picks the engine, an entry of `BACKENDS`: `hf` (transformers `generate`,
-the model in this process) or `vllm` (vLLM's offline engine, `generate/vllm.py`). The same
-setting serves the policy (`Generators.for_run`) and local LLM judges (`judge/backends.py`,
-with the judge's own model settings), so one engine type runs generation, evaluation and
-judging.
+the model in this process), `vllm` (vLLM's offline engine, `generate/vllm.py`) or `openai`
+(an OpenAI-compatible endpoint; with a serve_command, a server started for each model and
+stopped on release, `generate/served.py`). The same setting serves the policy
+(`Generators.for_run`) and local LLM judges (`judge/backends.py`, with the judge's own model
+settings), so one engine type runs generation, evaluation and judging. The pipeline releases
+the pool when a run ends, also on Ctrl-C or an error, so no model server is left running.
 """
 
 from __future__ import annotations
 
 import gc
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
-from tpo.config import JudgeConfig, RunConfig, VLLMConfig
+from tpo.config import JudgeConfig, OpenAIGenerationConfig, RunConfig, VLLMConfig
 from tpo.generate import Generator, GeneratorSource
 from tpo.models import load_model, load_tokenizer
 from tpo.thoughts import thought_format
@@ -38,6 +42,8 @@ class LoadSettings:
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
     # vllm with forcing: thinking_budget: (thought marker, forced text) of the run's format
     reasoning: tuple[str, str] | None = None
+    openai: OpenAIGenerationConfig = field(default_factory=OpenAIGenerationConfig)
+    log_dir: Path | None = None  # openai: where serve.log of started servers goes
 
 
 class Backend(Protocol):
@@ -103,7 +109,39 @@ def _vllm(settings: LoadSettings) -> Backend:
     return VLLMBackend(engine)
 
 
-BACKENDS: dict[str, Callable[[LoadSettings], Backend]] = {"hf": HFBackend, "vllm": _vllm}
+class OpenAIBackend:
+    """An OpenAI-compatible endpoint: the model served (started by serve_command) per load."""
+
+    def __init__(self, settings: LoadSettings):
+        self.settings = settings
+        self.served: Any = None
+        self.loaded: str | None = None
+
+    def load(self, path: str, tokenizer: Any) -> None:
+        from tpo.generate.served import ServedModel
+
+        self.release()
+        log = (self.settings.log_dir or Path(tempfile.gettempdir())) / "serve.log"
+        self.served = ServedModel(self.settings.openai, path, tokenizer, log=log)
+        self.loaded = path
+
+    def generator(self, batch_size: int) -> Generator:
+        assert self.served is not None
+        generator: Generator = self.served.generator(batch_size)
+        return generator
+
+    def release(self) -> None:
+        """Stop the server started for the model (none without a serve_command)."""
+        served, self.served, self.loaded = self.served, None, None
+        if served is not None:
+            served.close()
+
+
+BACKENDS: dict[str, Callable[[LoadSettings], Backend]] = {
+    "hf": HFBackend,
+    "vllm": _vllm,
+    "openai": OpenAIBackend,
+}
 
 
 class Generators:
@@ -115,8 +153,9 @@ class Generators:
         self.tokenizer: Any = None
 
     @classmethod
-    def for_run(cls, config: RunConfig) -> Generators:
-        """The policy's pool: the run's model and generation settings."""
+    def for_run(cls, config: RunConfig, log_dir: Path | None = None) -> Generators:
+        """The policy's pool: the run's model and generation settings; `log_dir` (the run
+        directory) gets the log of servers the openai backend starts."""
         from tpo.generate.vllm import reasoning_strings  # imports no vLLM
 
         g = config.generation
@@ -131,6 +170,8 @@ class Generators:
                 seed=config.seed,
                 vllm=g.vllm,
                 reasoning=reasoning_strings(fmt) if wants_budget else None,
+                openai=g.openai,
+                log_dir=log_dir,
             )
         )
 

@@ -112,28 +112,27 @@ def sample_outputs(
     done = {(s.instruction_id, s.index) for s in read_jsonl(path, Sample.from_dict, repair=True)}
     prompts = {ins.id: build_prompt(tokenizer, plan.fmt, ins.text) for ins in instructions}
     jobs = [(ins.id, k) for ins in instructions for k in range(plan.num_samples)]
-    bar = tqdm(
+    with tqdm(
         total=len(jobs), initial=len(done), desc=plan.desc, unit="sample", dynamic_ncols=True
-    )
-    for number, start in enumerate(range(0, len(jobs), plan.batch_size)):
-        batch = [job for job in jobs[start : start + plan.batch_size] if job not in done]
-        if not batch:
-            continue
-        made = generate_forced(
-            generator,
-            [prompts[iid] for iid, _ in batch],
-            params=plan.params,
-            fmt=plan.fmt,
-            budget=plan.budget,
-            seed=derive_seed(*plan.seed_parts, number),
-        )
-        records = [
-            make_sample(iid, k, prompts[iid], g, arm=plan.arm, fmt=plan.fmt)
-            for (iid, k), g in zip(batch, made, strict=True)
-        ]
-        append_jsonl(path, (r.to_dict() for r in records))
-        bar.update(len(batch))
-    bar.close()
+    ) as bar:  # closed on an error too, so the error line starts a line of its own
+        for number, start in enumerate(range(0, len(jobs), plan.batch_size)):
+            batch = [job for job in jobs[start : start + plan.batch_size] if job not in done]
+            if not batch:
+                continue
+            made = generate_forced(
+                generator,
+                [prompts[iid] for iid, _ in batch],
+                params=plan.params,
+                fmt=plan.fmt,
+                budget=plan.budget,
+                seed=derive_seed(*plan.seed_parts, number),
+            )
+            records = [
+                make_sample(iid, k, prompts[iid], g, arm=plan.arm, fmt=plan.fmt)
+                for (iid, k), g in zip(batch, made, strict=True)
+            ]
+            append_jsonl(path, (r.to_dict() for r in records))
+            bar.update(len(batch))
     wanted = set(jobs)
     return [s for s in read_jsonl(path, Sample.from_dict) if (s.instruction_id, s.index) in wanted]
 

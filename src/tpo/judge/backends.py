@@ -9,36 +9,23 @@ error (`FatalCallError`) carries what the other calls of that batch returned, so
 caches it and a rerun does not pay for it twice. A local model that cannot format or run the
 judge prompt raises a one-line `JudgeError` naming it.
 
-The HTTP client retries timeouts, connection errors, 408, 429 and 5xx with exponential backoff
-(`retry_backoff_s`, doubling; a server's Retry-After is honoured up to a minute) and runs up to
-`concurrency` requests at once on threads: judge calls are I/O-bound and few enough per stage
-that threads are simpler than asyncio and need no event loop in the pipeline. It speaks the
-chat-completions JSON directly through httpx2 (already required by huggingface_hub) instead of
-the `openai` package, so the API judges add no dependency.
+The HTTP side is `tpo.endpoint.Client`, shared with the generation backend: one client and
+one set of failure rules (retries with backoff, Retry-After, concurrency, fatal statuses) for
+chat completions here and raw completions there.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Sequence
-from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-import httpx2 as httpx
-
 from tpo.config import EndpointConfig, GenerationConfig, LLMJudgeConfig
+from tpo.endpoint import Client, EndpointError, resolve, snippet
+from tpo.endpoint import Reply as EndpointReply
 from tpo.judge import JudgeError
 
 Messages = list[dict[str, str]]
-
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-FATAL_STATUS = {
-    401: "the API key was refused",
-    403: "access denied for this key",
-    404: "not found; check the base_url and the model name",
-}
 
 
 class FatalCallError(JudgeError):
@@ -118,6 +105,7 @@ class LocalLLM:
                     trust_remote_code=self.trust_remote_code,
                     # a judge answers directly: no thought, so no forcing to do in vLLM
                     vllm=replace(self.generation.vllm, forcing="two_phase"),
+                    openai=self.generation.openai,  # its serve_command serves the judge too
                 )
             )
         return self._pool.generator(self.model, self.batch_size)
@@ -153,23 +141,11 @@ class LocalLLM:
 
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
-    return _snippet(lines[0]) if lines else type(exc).__name__
-
-
-def _snippet(text: str, limit: int = 200) -> str:
-    line = " ".join(text.split())
-    return line[:limit] + ("..." if len(line) > limit else "")
-
-
-def _retry_after(response: httpx.Response) -> float:
-    try:
-        return min(max(float(response.headers.get("retry-after", 0)), 0.0), 60.0)
-    except ValueError:  # an HTTP date; rare, fall back to our own backoff
-        return 0.0
+    return snippet(lines[0]) if lines else type(exc).__name__
 
 
 class OpenAICompatible:
-    """POST {base_url}/chat/completions, temperature 0, with retries and a concurrency limit."""
+    """POST {base_url}/chat/completions, temperature 0, through the shared client."""
 
     def __init__(
         self,
@@ -180,21 +156,14 @@ class OpenAICompatible:
         base_url: str,
         api_key: str | None,
     ):
-        self.base_url = base_url.rstrip("/")
-        self.key_env = endpoint.api_key_env
+        self.client = Client(endpoint, base_url=base_url, api_key=api_key, role="judge")
+        self.base_url = self.client.base_url
         self.model = model
         self.concurrency = endpoint.concurrency
         self.max_retries = endpoint.max_retries
         self.timeout_s = endpoint.timeout_s
         self.retry_backoff_s = endpoint.retry_backoff_s
         self.max_new_tokens = max_new_tokens
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=endpoint.timeout_s,
-            limits=httpx.Limits(max_connections=endpoint.concurrency),
-        )
 
     @property
     def identity(self) -> str:
@@ -207,92 +176,40 @@ class OpenAICompatible:
     def complete(self, conversations: Sequence[Messages]) -> list[Reply]:
         """One reply per conversation. A fatal answer (401/403/404) cancels the calls not yet
         sent, waits for those in flight, and raises `FatalCallError` with their replies."""
-        replies: list[Reply | None] = [None] * len(conversations)
-        fatal: JudgeError | None = None
-        if self.concurrency == 1 or len(conversations) <= 1:
-            for k, c in enumerate(conversations):
-                try:
-                    replies[k] = self._request(c)
-                except JudgeError as exc:
-                    fatal = exc
-                    break
-        else:
-            with ThreadPoolExecutor(min(self.concurrency, len(conversations))) as pool:
-                futures = [pool.submit(self._request, c) for c in conversations]
-                for k, f in enumerate(futures):
-                    try:
-                        replies[k] = f.result()
-                    except CancelledError:
-                        pass
-                    except JudgeError as exc:
-                        if fatal is None:
-                            fatal = exc
-                            for later in futures[k + 1 :]:
-                                later.cancel()
-        if fatal is not None:
-            raise FatalCallError(str(fatal), replies) from None
-        return [r for r in replies if r is not None]
-
-    def _request(self, messages: Messages) -> Reply:
-        body = {
-            "model": self.model,
-            "messages": messages,
-            "temperature": 0.0,
-            "max_tokens": self.max_new_tokens,
-        }
-        error = ""
-        wait = 0.0
-        for attempt in range(1, self.max_retries + 2):
-            if attempt > 1:
-                time.sleep(wait)
-            wait = self.retry_backoff_s * 2 ** (attempt - 1)
-            try:
-                response = self._client.post("chat/completions", json=body)
-            except httpx.TimeoutException:
-                error = f"timed out after {self.timeout_s:g} s"
-                continue
-            except httpx.TransportError as exc:
-                error = f"cannot reach {self.base_url}: {_snippet(str(exc)) or type(exc).__name__}"
-                continue
-            status = response.status_code
-            if status == 200:
-                return _parse_completion(response, attempt)
-            error = f"HTTP {status}: {_snippet(response.text)}"
-            if status in FATAL_STATUS:
-                where = (
-                    f" (key from ${self.key_env})" if status in (401, 403) and self.key_env else ""
-                )
-                raise JudgeError(
-                    f"judge endpoint {self.base_url} answered HTTP {status} for model "
-                    f"{self.model!r}: {FATAL_STATUS[status]}{where}: {_snippet(response.text, 120)}"
-                )
-            if status in (408, 429) or status >= 500:
-                wait = max(wait, _retry_after(response))
-                continue
-            return Reply(None, error, attempt)  # 400, 413, 422...: retrying will not help
-        return Reply(None, f"{error} (after {self.max_retries + 1} attempts)", attempt)
+        bodies = [
+            {
+                "model": self.model,
+                "messages": messages,
+                "temperature": 0.0,
+                "max_tokens": self.max_new_tokens,
+            }
+            for messages in conversations
+        ]
+        try:
+            replies = self.client.post_all("chat/completions", bodies, _message_content)
+        except EndpointError as exc:
+            raise FatalCallError(str(exc), [_reply(r) for r in exc.replies]) from None
+        return [r for r in map(_reply, replies) if r is not None]
 
 
-def _parse_completion(response: httpx.Response, attempts: int) -> Reply:
-    try:
-        content = response.json()["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError):
-        return Reply(None, f"malformed completion: {_snippet(response.text)}", attempts)
+def _message_content(answer: Any) -> str:
+    content = answer["choices"][0]["message"]["content"]
     if content is not None and not isinstance(content, str):
-        return Reply(None, f"malformed completion: {_snippet(response.text)}", attempts)
-    return Reply(content or "", None, attempts)
+        raise TypeError("the content is not a string")
+    return content or ""
+
+
+def _reply(r: EndpointReply[str] | None) -> Reply | None:
+    return None if r is None else Reply(r.value, r.error, r.attempts)
 
 
 def openai_backend(cfg: LLMJudgeConfig) -> OpenAICompatible:
-    """The endpoint of `cfg.openai`: its base URL, else $OPENAI_BASE_URL, else OpenAI; the key
-    from the environment variable its `api_key_env` names (keys never go in config files)."""
-    endpoint = cfg.openai
-    url = endpoint.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-    key = os.environ.get(endpoint.api_key_env) or None
-    if key is None and url.rstrip("/") == DEFAULT_BASE_URL:
-        raise JudgeError(
-            f"the OpenAI API needs a key: set the environment variable {endpoint.api_key_env}"
-        )
+    """The endpoint of `cfg.openai` (`tpo.endpoint.resolve`: its base URL, else
+    $OPENAI_BASE_URL, else OpenAI; the key from the variable its `api_key_env` names)."""
+    try:
+        url, key = resolve(cfg.openai)
+    except EndpointError as exc:
+        raise JudgeError(str(exc)) from None
     if not cfg.model:
         raise JudgeError("an LLM judge needs judge.llm.model")
-    return OpenAICompatible(endpoint, cfg.model, cfg.max_new_tokens, base_url=url, api_key=key)
+    return OpenAICompatible(cfg.openai, cfg.model, cfg.max_new_tokens, base_url=url, api_key=key)

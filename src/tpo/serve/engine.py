@@ -1,4 +1,5 @@
-"""The serving engine: chat messages in, (reasoning, content) out, streamed or whole.
+"""The serving engine: chat messages in, (reasoning, content) out, streamed or whole; and raw
+text continued as it is (`/v1/completions`, what the openai generation backend drives).
 
 What it adds to a bare model, and where each rule is written (once, for training too):
 - **Prompts the way the model was trained** (`tpo.thoughts.render`): the last user message is
@@ -33,6 +34,7 @@ from typing import Any
 from tpo.config import ConfigError, PromptConfig
 from tpo.generate import SamplingParams, StreamingGenerator
 from tpo.generate.forcing import Budget, Step, stream_forced
+from tpo.models import default_prefix
 from tpo.serve.stream import NO_MARKER_CHOICES, ThoughtSplitter, split_full
 from tpo.store import RunDir, StoreError
 from tpo.thoughts import DIRECT, Message, ThoughtFormat, render, thought_format
@@ -78,6 +80,7 @@ class Engine:
         self.no_marker = no_marker
         self.budget = Budget(thought_budget)  # forcing applies to thinking formats only
         self.context_length = context_length
+        self._prefix: str | None = None
 
     def render(self, messages: Sequence[Message]) -> str:
         """The model input for a conversation: chat template, thought prompt, prefill."""
@@ -115,18 +118,41 @@ class Engine:
         yield Chunk(reasoning, content, False, finish, used)
 
     def complete(self, prompt: str, params: SamplingParams, seed: int | None = None) -> Answer:
-        parts: list[str] = []
-        used, finish = 0, "stop"
-        for text, tokens, so_far in self._generate(prompt, params, seed):
-            parts.append(text)
-            used, finish = used + tokens, so_far
-        reasoning, content = split_full("".join(parts), self.fmt, self.no_marker)
+        text, finish, used = _joined(self._generate(prompt, params, seed))
+        reasoning, content = split_full(text, self.fmt, self.no_marker)
         return Answer(reasoning, content, finish, used)
+
+    def raw_prompt(self, prompt: str) -> str:
+        """A /v1/completions prompt as the model reads it: with what the tokenizer puts in
+        front of any text (a Llama-style BOS), as vLLM's completions tokenize it."""
+        if self._prefix is None:
+            self._prefix = default_prefix(self.tokenizer)
+        return self._prefix + prompt
+
+    def continue_text(
+        self, prompt: str, params: SamplingParams, seed: int | None = None
+    ) -> tuple[str, str, int]:
+        """(text, finish reason, tokens) continuing `prompt` (from `raw_prompt`) as it is: no
+        chat template, no thought splitting, no forcing (the caller does its own)."""
+        steps = stream_forced(
+            self.backend, prompt, params=params, fmt=self.fmt, budget=Budget(), seed=seed
+        )
+        return _joined(steps)
 
     def _generate(self, prompt: str, params: SamplingParams, seed: int | None) -> Iterator[Step]:
         return stream_forced(
             self.backend, prompt, params=params, fmt=self.fmt, budget=self.budget, seed=seed
         )
+
+
+def _joined(steps: Iterator[Step]) -> tuple[str, str, int]:
+    """(the whole text, the last finish reason, the tokens) of a generation's steps."""
+    parts: list[str] = []
+    used, finish = 0, "stop"
+    for text, tokens, so_far in steps:
+        parts.append(text)
+        used, finish = used + tokens, so_far
+    return "".join(parts), finish, used
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""OpenAI's chat-completions API as `tpo serve` speaks it: requests checked field by field,
-errors in OpenAI's shape, the reasoning fields.
+"""OpenAI's chat-completions and completions APIs as `tpo serve` speaks them: requests
+checked field by field, errors in OpenAI's shape, the reasoning fields.
 
 A request is validated completely before any generation starts, so every client mistake
 (a wrong type, a value out of range, an unknown model, an option this server does not
@@ -45,6 +45,75 @@ class ChatRequest:
 
 def parse_request(body: Any, model_name: str, default_max_tokens: int) -> ChatRequest:
     """Validate a decoded JSON body; raise RequestError (400/404) naming the bad field."""
+    _check_model(body, model_name)
+    response_format = body.get("response_format")
+    if response_format is not None and response_format != {"type": "text"}:
+        raise RequestError(
+            400,
+            '\'response_format\' is not supported by this server (only {"type": "text"}): '
+            "a thinking model's output is free text",
+            "response_format",
+        )
+    _number(body, "n", 1, 1, 1, integer=True)  # one choice per request
+    params, seed, max_tokens_given = _sampling(body, default_max_tokens)
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise RequestError(400, "'stream' must be true or false", "stream")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
+        raise RequestError(
+            400, "'stream_options' must be {\"include_usage\": bool}", "stream_options"
+        )
+    return ChatRequest(
+        messages=_messages(body.get("messages")),
+        params=params,
+        seed=seed,
+        stream=stream,
+        include_usage=bool(options.get("include_usage", False)),
+        max_tokens_given=max_tokens_given,
+    )
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """POST /v1/completions: a raw prompt, continued as it is (no chat template, no thought
+    prompt, no splitting), `n` times."""
+
+    prompt: str
+    params: SamplingParams
+    seed: int | None
+    n: int
+    max_tokens_given: bool
+
+
+MAX_N = 64
+
+
+def parse_completion_request(
+    body: Any, model_name: str, default_max_tokens: int
+) -> CompletionRequest:
+    """Validate a decoded /v1/completions body like a chat one; RequestError names the field."""
+    _check_model(body, model_name)
+    for name in ("stream", "echo", "suffix"):
+        if body.get(name) not in (None, False, ""):
+            raise RequestError(400, f"'{name}' is not supported on /v1/completions", name)
+    n = int(_number(body, "n", 1, 1, MAX_N, integer=True))
+    if body.get("best_of") not in (None, n):
+        raise RequestError(400, "'best_of' is not supported by this server (only n)", "best_of")
+    params, seed, max_tokens_given = _sampling(body, default_max_tokens)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise RequestError(
+            400, "'prompt' must be a string (no token ids, one prompt per request)", "prompt"
+        )
+    return CompletionRequest(prompt, params, seed, n, max_tokens_given)
+
+
+def _check_model(body: Any, model_name: str) -> None:
     if not isinstance(body, dict):
         raise RequestError(400, "the request body must be a JSON object")
     model = body.get("model")
@@ -60,15 +129,10 @@ def parse_request(body: Any, model_name: str, default_max_tokens: int) -> ChatRe
     for name in UNSUPPORTED:
         if body.get(name) not in (None, False, [], {}):
             raise RequestError(400, f"'{name}' is not supported by this server", name)
-    response_format = body.get("response_format")
-    if response_format is not None and response_format != {"type": "text"}:
-        raise RequestError(
-            400,
-            '\'response_format\' is not supported by this server (only {"type": "text"}): '
-            "a thinking model's output is free text",
-            "response_format",
-        )
-    _number(body, "n", 1, 1, 1, integer=True)  # one choice per request
+
+
+def _sampling(body: dict[str, Any], default_max_tokens: int) -> tuple[SamplingParams, Any, bool]:
+    """(sampling params, seed, whether max_tokens was given) of a request."""
     for name in ("presence_penalty", "frequency_penalty"):
         if _number(body, name, 0.0, -2.0, 2.0) != 0:
             raise RequestError(400, f"'{name}' is not supported by this server (only 0)", name)
@@ -83,24 +147,8 @@ def parse_request(body: Any, model_name: str, default_max_tokens: int) -> ChatRe
         not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 1 << 63
     ):
         raise RequestError(400, "'seed' must be an integer in [0, 2**63)", "seed")
-    stream = body.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise RequestError(400, "'stream' must be true or false", "stream")
-    options = body.get("stream_options") or {}
-    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
-        raise RequestError(
-            400, "'stream_options' must be {\"include_usage\": bool}", "stream_options"
-        )
-    return ChatRequest(
-        messages=_messages(body.get("messages")),
-        params=SamplingParams(temperature, top_p, int(max_tokens)),
-        seed=seed,
-        stream=stream,
-        include_usage=bool(options.get("include_usage", False)),
-        max_tokens_given=body.get(key) is not None,
-    )
+    params = SamplingParams(temperature, top_p, int(max_tokens))
+    return params, seed, body.get(key) is not None
 
 
 def _number(

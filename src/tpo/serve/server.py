@@ -2,7 +2,9 @@
 `content`.
 
 Endpoints: `POST /v1/chat/completions` (plain JSON, or server-sent events with
-`"stream": true`), `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`. The response goes in
+`"stream": true`), `POST /v1/completions` (a raw prompt continued as it is, `n` choices one
+after the other; what the openai generation backend drives, so tpo runs end to end against
+itself), `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`. The response goes in
 `content`; the thought goes in `reasoning` (vLLM's field name) and `reasoning_content` (the older
 name some clients read), in the message and in each streamed delta. How the two are split, and
 why the stream's rule differs from the whole answer's, is in `tpo.serve.stream`.
@@ -28,8 +30,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tpo.config import ConfigError
+from tpo.generate import SamplingParams
 from tpo.serve.engine import Chunk, Engine
-from tpo.serve.protocol import ChatRequest, RequestError, parse_request, reasoning_fields, usage
+from tpo.serve.protocol import (
+    ChatRequest,
+    RequestError,
+    parse_completion_request,
+    parse_request,
+    reasoning_fields,
+    usage,
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,7 @@ class Handler(BaseHTTPRequestHandler):
             routes = {
                 ("GET", "/v1/models"): self._models,
                 ("POST", "/v1/chat/completions"): self._chat,
+                ("POST", "/v1/completions"): self._completions,
             }
             if path.startswith("/v1/models/") and method == "GET":
                 self._model(path[len("/v1/models/") :])
@@ -160,22 +171,7 @@ class Handler(BaseHTTPRequestHandler):
         request = parse_request(self._read_json(), config.model_name, config.max_tokens)
         prompt = engine.render(request.messages)
         prompt_tokens = engine.count_tokens(prompt)
-        context = engine.context_length
-        params = request.params
-        if context is not None and not request.max_tokens_given:
-            params = replace(
-                params, max_new_tokens=min(params.max_new_tokens, context - prompt_tokens)
-            )
-        if context is not None and (
-            prompt_tokens + params.max_new_tokens > context or params.max_new_tokens < 1
-        ):
-            raise RequestError(
-                400,
-                f"the prompt ({prompt_tokens} tokens) plus max_tokens "
-                f"({params.max_new_tokens}) exceed the model's context of {context}",
-                "max_tokens",
-                "context_length_exceeded",
-            )
+        params = self._fit(request.params, prompt_tokens, request.max_tokens_given)
         ident = f"chatcmpl-{uuid.uuid4().hex}"
         if request.stream:
             self._stream(ident, request, engine.stream(prompt, params, request.seed), prompt_tokens)
@@ -200,6 +196,48 @@ class Handler(BaseHTTPRequestHandler):
                 }
             ],
             "usage": usage(prompt_tokens, answer.completion_tokens),
+        }
+        self._json(200, body)
+
+    def _fit(self, params: SamplingParams, prompt_tokens: int, given: bool) -> SamplingParams:
+        """The request's params within the model's context: a default max_tokens is cut to
+        what is left; a given one that does not fit is a 400."""
+        context = self.server.engine.context_length
+        if context is None:
+            return params
+        if not given:
+            params = replace(
+                params, max_new_tokens=min(params.max_new_tokens, context - prompt_tokens)
+            )
+        if prompt_tokens + params.max_new_tokens > context or params.max_new_tokens < 1:
+            raise RequestError(
+                400,
+                f"the prompt ({prompt_tokens} tokens) plus max_tokens "
+                f"({params.max_new_tokens}) exceed the model's context of {context}",
+                "max_tokens",
+                "context_length_exceeded",
+            )
+        return params
+
+    def _completions(self) -> None:
+        config, engine = self.server.config, self.server.engine
+        request = parse_completion_request(self._read_json(), config.model_name, config.max_tokens)
+        prompt = engine.raw_prompt(request.prompt)
+        prompt_tokens = engine.count_tokens(prompt)
+        params = self._fit(request.params, prompt_tokens, request.max_tokens_given)
+        choices, used = [], 0
+        for k in range(request.n):  # one after the other: the engine runs one at a time
+            seed = None if request.seed is None else (request.seed + k) % (1 << 63)
+            text, finish, tokens = engine.continue_text(prompt, params, seed)
+            choices.append({"index": k, "text": text, "finish_reason": finish, "logprobs": None})
+            used += tokens
+        body = {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": config.model_name,
+            "choices": choices,
+            "usage": usage(prompt_tokens, used),
         }
         self._json(200, body)
 
