@@ -132,3 +132,38 @@ def test_other_settings_on_the_same_file_are_refused(tmp_path: Path):
     other = replace(config, synth=replace(config.synth, shots=2))
     with pytest.raises(DataError, match=r"other synth settings \(synth differ\)"):
         synthesize(other, Generators.for_run(other), out=out)
+
+
+@pytest.mark.slow
+def test_synth_through_an_openai_compatible_server(tmp_path: Path):
+    """`tpo synth` on `generation.backend: openai`, the model served by `tpo serve` that the
+    backend starts from its serve_command: a valid instruction file with provenance, the
+    filters applied, and no server left once the command ends."""
+    import shlex
+    import subprocess
+    import sys
+
+    serve = f"{shlex.quote(sys.executable)} -m tpo.cli serve {{model}} --port {{port}}"
+    out = tmp_path / "synth.jsonl"
+    args = [sys.executable, "-m", "tpo.cli", "synth", "--preset", "tiny", "--out", str(out)]
+    args += ["--set", "generation.backend=openai", f"generation.openai.serve_command={serve}"]
+    args += [
+        "synth.num_instructions=3",
+        "synth.batch_size=4",
+        "synth.shots=3",
+        "synth.max_new_tokens=20",
+        "synth.min_chars=5",
+        "synth.drop_unfinished=false",
+    ]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    written = load_instructions(out)
+    assert len(written) == 3 and all(i.provenance for i in written)
+    assert {i.provenance["model"] for i in written} == {"tiny-random"}  # type: ignore[index]
+    assert "accepted: 3" in proc.stdout
+    import re
+
+    log = (tmp_path / "serve.log").read_text()
+    pids = [int(p) for p in re.findall(r"== tpo: pid (\d+)", log)]
+    assert len(pids) == 1  # the backend started one server, logged next to the output
+    assert not Path(f"/proc/{pids[0]}").exists()  # and stopped it

@@ -200,7 +200,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from tpo.generate.pool import Generators
 
     config = _load(args)
-    summary = synthesize(config, Generators.for_run(config), out=Path(args.out))
+    out = Path(args.out)
+    models = Generators.for_run(config, log_dir=out.parent)
+    try:
+        summary = synthesize(config, models, out=out)
+    finally:
+        models.release()  # no model server left running
     print(yaml.safe_dump(summary, sort_keys=False), end="")
     return 0
 
