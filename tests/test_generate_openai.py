@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from procs import default_sigint
 from servers import FakeServer
 from tpo import cli
 from tpo.config import ConfigError, EndpointConfig, PromptConfig, config_from_dict, read_preset
@@ -412,7 +413,9 @@ def test_tiny_preset_through_tpo_serve_interrupted_killed_and_resumed(
         return [int(p) for p in re.findall(r"== tpo: pid (\d+)", log.read_text())]
 
     with open(tmp_path / "stderr", "w") as err:
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=default_sigint
+        )
         wait_until(proc, lambda: log.exists() and "listening on" in log.read_text())
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 130

@@ -14,6 +14,7 @@ import openai
 import pytest
 import yaml
 
+from procs import default_sigint
 from tpo.cli import main
 from tpo.config import ConfigError, PromptConfig, load_config
 from tpo.serve.engine import resolve_settings
@@ -27,7 +28,12 @@ def test_serve_process_answers_with_its_key_and_stops_on_ctrl_c(tmp_path):
     errors = open(tmp_path / "stderr.txt", "w")  # noqa: SIM115 (closed below)
     args = ["serve", "tiny-random", "--port", "0", "--api-key", "k3y", "--thought-budget", "3"]
     proc = subprocess.Popen(
-        [*TPO, *args], stdout=subprocess.PIPE, stderr=errors, text=True, env=ENV
+        [*TPO, *args],
+        stdout=subprocess.PIPE,
+        stderr=errors,
+        text=True,
+        env=ENV,
+        preexec_fn=default_sigint,
     )
     try:
         assert proc.stdout is not None
