@@ -67,6 +67,47 @@ CASES: list[tuple[dict[str, Any], str, str]] = [
         "Kick it",
     ),
     ({"type": "letter_frequency", "letter": "Z", "relation": "at most", "n": 1}, "zero", "Zig zag"),
+    (
+        {"type": "sentence_count", "relation": "at most", "n": 2},
+        "First one. Second one!\n\n",
+        "One. Two.\nThree",  # a line break ends a sentence too
+    ),
+    ({"type": "sentence_count", "relation": "at least", "n": 2}, "Hi. Bye?", "Hi, e.g, bye."),
+    (
+        {"type": "keyword_frequency", "keyword": "tide", "relation": "at least", "n": 2},
+        "Tide in, TIDE out.",
+        "Tide in, tides out.",
+    ),
+    (
+        {"type": "keyword_frequency", "keyword": "tide", "relation": "at most", "n": 1},
+        "One tide, many tides.",
+        "tide tide",
+    ),
+    ({"type": "numbered_list", "n": 3}, "1. a\n  2) b\n3. c\n4 not", "1. a\n2. b\n3.c"),
+    ({"type": "numbered_list", "n": 2}, "Plan:\n1. a\n2. b", "2. a\n1. b"),
+    (
+        {"type": "keyword_in_first_sentence", "keyword": "moon"},
+        "The Moon is bright! It is cold.",
+        "It is bright.\nThe moon is cold.",
+    ),
+    (
+        {"type": "paragraph_first_word", "n": 2, "word": "Finally"},
+        'Start.\n\n  "finally," we stop.',
+        "Start.\n\nAt last, finally.",
+    ),
+    ({"type": "paragraph_first_word", "n": 3, "word": "Next"}, "a\n\nb\n\n# Next", "a\n\nNext"),
+    (
+        {"type": "sections", "marker": "PART", "n": 2},
+        "**PART 1**\nTea.\n\nPART 2\nCoffee.",
+        "PART 1\nTea.\nPART 1\nCoffee.",
+    ),
+    ({"type": "sections", "marker": "SECTION", "n": 1}, "SECTION 1 all", "SECTION1 all"),
+    (
+        {"type": "capital_words", "relation": "at least", "n": 2},
+        "NEVER skip the WARM-UP, not even in the UK-style way.",
+        "Never skip A warm-up. I said OK!",  # "A" is one letter: only OK counts
+    ),
+    ({"type": "capital_words", "relation": "at most", "n": 0}, "No shouting, I promise.", "NO"),
 ]
 
 
@@ -113,7 +154,13 @@ def test_judge_fraction_derived_by_hand() -> None:
 @pytest.mark.parametrize(
     ("constraint", "words"),
     [
-        ({"type": "sentence_count", "n": 2}, ["'sentence_count'"]),
+        ({"type": "rhymes", "n": 2}, ["'rhymes'", "unknown"]),
+        ({"type": "sentence_count", "n": 2}, ["'sentence_count'", "'relation'", "missing"]),
+        ({"type": "paragraph_first_word", "n": 2, "word": "two words"}, ["'word'"]),
+        (
+            {"type": "keyword_frequency", "keyword": "", "relation": "at least", "n": 1},
+            ["'keyword'"],
+        ),
         ({"type": "bullets"}, ["'bullets'", "'n'", "missing"]),
         ({"type": "letter_frequency", "letter": "k", "n": 3}, ["'letter_frequency'", "'relation'"]),
         ({"type": "word_count", "relation": "less than", "n": 3}, ["'word_count'", "'relation'"]),

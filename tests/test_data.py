@@ -38,6 +38,10 @@ CONTRADICTORY = [
     ("quotation", "starts_with"),
     ("quotation", "ends_with"),
     ("bullets", "paragraphs"),
+    ("lowercase", "capital_words"),
+    ("bullets", "numbered_list"),
+    ("sentence_count", "bullets"),  # every bullet line is a sentence
+    ("sections", "paragraph_first_word"),
 ]
 # Kinds a 135M model can sometimes meet; they should make up most of the set.
 EASY = {
@@ -59,10 +63,10 @@ def test_same_seed_same_set_other_seed_differs() -> None:
 
 
 def test_sizes_ids_and_disjoint_splits() -> None:
-    assert (len(TRAIN), len(HELDOUT)) == (N_TRAIN, N_HELDOUT) == (480, 120)
-    assert [i.id for i in TRAIN] == [f"builtin-train-{n:04d}" for n in range(1, 481)]
-    assert [i.id for i in HELDOUT] == [f"builtin-heldout-{n:04d}" for n in range(1, 121)]
-    assert len({i.text for i in EVERYTHING}) == 600
+    assert (len(TRAIN), len(HELDOUT)) == (N_TRAIN, N_HELDOUT) == (1200, 400)
+    assert [i.id for i in TRAIN] == [f"builtin-train-{n:04d}" for n in range(1, 1201)]
+    assert [i.id for i in HELDOUT] == [f"builtin-heldout-{n:04d}" for n in range(1, 401)]
+    assert len({i.text for i in EVERYTHING}) == 1600
 
 
 def _prompt_and_types(instruction: Instruction) -> tuple[str, tuple[str, ...]]:
@@ -109,6 +113,13 @@ def test_consistency_rejects_phrases_that_break_other_rules() -> None:
     assert not consistent([{"type": "keywords_exclude", "keywords": ["help"]}, ending])
     assert not consistent([{"type": "no_commas"}, {"type": "starts_with", "phrase": "Yes, so"}])
     assert consistent([{"type": "no_commas"}, ending])
+    part = {"type": "sections", "marker": "PART", "n": 2}
+    assert not consistent([{"type": "lowercase"}, part])  # the marker is in capitals
+    assert consistent([{"type": "uppercase"}, part])
+    tide = {"type": "keyword_frequency", "keyword": "tide", "relation": "at least", "n": 2}
+    assert not consistent([{"type": "keywords_exclude", "keywords": ["tide"]}, tide])
+    first = {"type": "paragraph_first_word", "n": 2, "word": "Next"}
+    assert not consistent([{"type": "keywords_exclude", "keywords": ["next"]}, first])
 
 
 def test_shipped_files_equal_a_fresh_generation(tmp_path: Path) -> None:

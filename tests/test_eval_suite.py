@@ -9,11 +9,11 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from fakes import FakeModels, NoModels, ScriptedVerdicts
 from tpo import cli
 from tpo.config import ConfigError, config_from_dict
 from tpo.eval import suite
@@ -23,9 +23,8 @@ from tpo.eval.export import export_responses
 from tpo.eval.lc import length_controlled_win_rate
 from tpo.eval.math_eval import math_accuracy
 from tpo.eval.metrics import eval_metrics, score_map
-from tpo.eval.results import results, results_table, write_results
+from tpo.eval.results import curve_table, results, results_table, write_results
 from tpo.eval.tracking import track
-from tpo.generate import Completion, SamplingParams
 from tpo.generate.forcing import Generated
 from tpo.generate.pool import Generators
 from tpo.generate.stage import make_sample
@@ -88,44 +87,6 @@ def make_run(root: Path, **eval_cfg: object) -> RunDir:
     return run
 
 
-class NoModels:
-    def generator(self, path: str, batch_size: int):
-        raise AssertionError("no model should be needed here")
-
-    def release(self) -> None:
-        pass
-
-
-class FakeTokenizer:
-    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
-        return f"<user>{messages[-1]['content']}</user><assistant>"
-
-
-class FakeGenerator:
-    def __init__(self, text: str):
-        self.text = text
-        self.prompts: list[str] = []
-
-    def generate(
-        self, prompts: Sequence[str], params: SamplingParams, seed: int
-    ) -> list[Completion]:
-        self.prompts += list(prompts)
-        return [Completion(self.text, True, 4) for _ in prompts]
-
-
-class FakeModels:
-    def __init__(self, text: str):
-        self.gen = FakeGenerator(text)
-        self.paths: list[str] = []
-
-    def generator(self, path: str, batch_size: int):
-        self.paths.append(path)
-        return self.gen, FakeTokenizer()
-
-    def release(self) -> None:
-        pass
-
-
 @pytest.fixture
 def run(tmp_path: Path) -> RunDir:
     return make_run(tmp_path / "run")
@@ -169,7 +130,7 @@ def test_after_run_adds_head_to_head_to_results_once(run: RunDir):
     lc = json.loads((run.iter_dir("tpo", 1) / "h2h_vs_direct.json").read_text())["lc_win_rate"]
     assert lc is not None and rows[("tpo", 1)]["h2h_vs_direct_lc"] == lc
     assert rows[("direct", 1)]["h2h_vs_direct_lc"] is None
-    assert "tpo_vs_direct" in results_table(list(rows.values()))
+    assert "vs_direct" in results_table(list(rows.values())).split()
     assert "lc_vs_direct" in results_table(list(rows.values())).split()
     assert "math" not in results_table(list(rows.values())).split()  # no math was run
     path = run.iter_dir("tpo", 1) / "h2h_vs_direct.json"
@@ -294,7 +255,8 @@ def test_tensorboard_logs_each_value_once(tmp_path: Path, capsys):
     assert cli.main(["eval", str(run.root), "--arm", "tpo", "--iteration", "1"]) == 0
     assert (run.root / "tensorboard").is_dir()  # `tpo eval` logged
     suite.after_run(run, NoModels())
-    assert track(run, results(run)) == 6  # tpo h2h, se and lc at iterations 0, 1
+    # tpo's head-to-head at iterations 0 and 1: win rate, se, its interval's ends, lc
+    assert track(run, results(run)) == 10
     assert track(run, results(run)) == 0
     acc = EventAccumulator(str(run.root / "tensorboard"))
     acc.Reload()
@@ -370,27 +332,6 @@ def test_run_all_adds_head_to_head_and_writes_the_report(run: RunDir, capsys):
     assert json.loads((run.root / "results.json").read_text()) == rows
     assert f"report: {run.root / 'report.html'}" in capsys.readouterr().err
     assert (run.root / "report.html").stat().st_size > 10_000
-
-
-class ScriptedVerdicts:
-    """A pairwise LLM backend whose verdict is `decide(response_a, response_b)`."""
-
-    chunk_size = 64
-
-    def __init__(self, identity: str, decide) -> None:
-        self.identity, self.decide, self.calls = identity, decide, 0
-
-    def complete(self, conversations):
-        from tpo.judge.backends import Reply
-
-        replies = []
-        for messages in conversations:
-            self.calls += 1
-            text = messages[-1]["content"]
-            a = text.split("[Response A]\n", 1)[1].split("\n\n[Response B]", 1)[0]
-            b = text.split("[Response B]\n", 1)[1].split("\n\nFirst explain", 1)[0]
-            replies.append(Reply(f"Reasons.\nVerdict: {self.decide(a, b)}"))
-        return replies
 
 
 def one_sided() -> ScriptedVerdicts:
@@ -519,7 +460,41 @@ def test_pairwise_eval_judge_shows_no_scores_and_judges_win_rates(
     assert seed["win_rate"] == 0.5 and tpo0["win_rate"] == 1.0
     assert not (run.iter_dir("tpo", 0) / "eval_scores.jsonl").exists()  # nothing was scored
     table = results_table(results(run))
-    assert table.splitlines()[1].split()[2:5] == ["-", "-", "-"]  # score, ±se, pass
-    assert table.splitlines()[-1].startswith("note: score, ±se and pass are '-'")
+    assert table.splitlines()[1].split()[2:4] == ["-", "-"]  # score (± its interval), pass
+    assert table.splitlines()[-1].startswith("note: score (with its interval), pass and the")
     write_results(run)
-    assert "score, ±se and pass are &#x27;-&#x27;" in write_report(run.root).read_text()
+    assert "pass and the paired differences are &#x27;-&#x27;" in write_report(run.root).read_text()
+
+
+def test_results_have_the_papers_intervals_derived_by_hand(run: RunDir):
+    """Verifier scores per held-out prompt (h1..h4): direct/0 [0, 0, 0, 1], tpo/0 [0, 0, 0, 1],
+    direct/1 [0, 1, 0, 1], tpo/1 [1, 1, 0, 0] (h3 failed to parse: 0). With n = 4, t(3) =
+    3.182:
+    - tpo/1 score 0.5, sd 0.57735, se 0.288675, half-width 0.918565;
+    - tpo/1 minus direct/1: [1, 0, 0, -1], mean 0, sd 0.816497, se 0.408248, half 1.299046;
+    - tpo/1 minus tpo/0: [1, 1, 0, -1], mean 0.25, sd 0.957427, se 0.478714, half 1.523267;
+    - tpo/1 against the seed (direct/0): wins h1, h2, tie h3, loss h4 -> [1, 1, 0.5, 0],
+      mean 0.625, sd 0.478714, se 0.239357, half 0.761633."""
+    rows = {(r["arm"], r["iteration"]): r for r in results(run)}
+    tpo = rows[("tpo", 1)]
+    assert tpo["mean_score"] == 0.5
+    near = {"abs": 2e-6}
+    assert (tpo["mean_score_lo"], tpo["mean_score_hi"]) == pytest.approx(
+        (-0.418565, 1.418565), **near
+    )
+    assert tpo["diff_vs_direct"] == 0.0
+    assert (tpo["diff_vs_direct_lo"], tpo["diff_vs_direct_hi"]) == pytest.approx(
+        (-1.299046, 1.299046), **near
+    )
+    assert tpo["diff_vs_iter0"] == 0.25
+    assert tpo["diff_vs_iter0_hi"] == pytest.approx(0.25 + 1.523267, **near)
+    assert tpo["win_rate"] == 0.625
+    assert tpo["win_rate_lo"] == pytest.approx(0.625 - 0.761633, **near)
+    seed, direct1 = rows[("direct", 0)], rows[("direct", 1)]
+    assert seed["win_rate_lo"] is None and seed["diff_vs_iter0"] is None  # the seed itself
+    assert direct1["diff_vs_direct"] is None and direct1["diff_vs_iter0"] == 0.25
+    curve = curve_table(list(rows.values())).splitlines()
+    assert curve[0].split()[:4] == ["score", "±95%", "iter", "0"]
+    assert curve[2].startswith("tpo") and curve[2].split()[2] == "0.500±0.919"
+    assert curve[3].split()[:3] == ["vs", "direct", "+0.000±0.000"]  # iteration 0: the same
+    assert curve[3].split()[3] == "+0.000±1.299"

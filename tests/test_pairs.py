@@ -97,3 +97,25 @@ def test_all_failed_gives_no_pair_and_stats_count_each_reason():
     assert [p.instruction_id for p in pairs] == ["c"]
     assert (stats.prompts, stats.pairs, stats.all_failed, stats.all_tied) == (3, 1, 1, 1)
     assert pairs[0].chosen_score == 1.0 and pairs[0].rejected_score == 0.0
+
+
+def test_forced_penalty_ranks_forced_below_natural_of_equal_score():
+    """All three score 0.5; 0 and 2 were forced. Without a penalty the prompt is all tied.
+    With 0.1: ranked [0.4, 0.5, 0.4], rho 0 -> chosen 1 (natural), rejected 0 (first lowest);
+    the pair keeps the judge's scores. A real gap still wins: forced 1.0 against natural 0.5
+    ranks 0.9 against 0.5."""
+    import dataclasses
+
+    def forced(s):
+        return dataclasses.replace(s, forced=True)
+
+    samples = [forced(sample(0)), sample(1), forced(sample(2))]
+    scores = {i: score(i, 0.5) for i in range(3)}
+    assert select_pair(samples, scores, rho=0.0) == (None, "all_tied")
+    pair, reason = select_pair(samples, scores, rho=0.0, forced_penalty=0.1)
+    assert reason == "score" and pair is not None
+    assert (pair.chosen_index, pair.rejected_index) == (1, 0)
+    assert (pair.chosen_score, pair.rejected_score) == (0.5, 0.5)
+    gap = [forced(sample(0)), sample(1)]
+    pair, _ = select_pair(gap, {0: score(0, 1.0), 1: score(1, 0.5)}, 0.0, forced_penalty=0.1)
+    assert pair is not None and (pair.chosen_index, pair.rejected_index) == (0, 1)

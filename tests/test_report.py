@@ -1,6 +1,7 @@
-"""The HTML report of a synthetic three-iteration run, checked as text and in a real headless
-Chromium (Debian's `chromium` package): the page renders, every image decodes, and a
-screenshot is not blank. No model is involved: the run directory is written by hand."""
+"""The HTML report of a synthetic three-iteration run with two thinking arms, checked as text
+and in a real headless Chromium (Debian's `chromium` package): the page renders, every image
+decodes, and a screenshot is not blank. No model is involved: the run directory is written by
+hand."""
 
 from __future__ import annotations
 
@@ -32,8 +33,21 @@ ROWS = [  # (arm, iteration, mean score, win vs seed, thought chars, response ch
     ("tpo", 0, 0.30, 0.4, 800, 280),
     ("tpo", 1, 0.50, 0.6, 500, 300),
     ("tpo", 2, 0.62, 0.7, 350, 310),
+    ("specific", 0, 0.28, 0.38, 900, 260),
+    ("specific", 1, 0.45, 0.55, 700, 290),
+    ("specific", 2, 0.57, 0.66, 600, 300),
 ]
-H2H = {1: 0.45, 2: 0.58}
+H2H = {("tpo", 1): 0.45, ("tpo", 2): 0.58, ("specific", 2): 0.52}
+SELECTION = {  # the select stage's manifest entries
+    "tpo/iter_1/select": {
+        "kept": "epoch_2", "scores": {"epoch_1": 0.41, "epoch_2": 0.47}, "previous_score": 0.33,
+        "judge": "verifier",
+    },
+    "tpo/iter_2/select": {
+        "kept": "previous", "scores": {"epoch_1": 0.44, "epoch_2": 0.46}, "previous_score": 0.47,
+        "judge": "verifier",
+    },
+}  # fmt: skip
 
 
 def _sample(iid: str, arm: str, thought: str, response: str, ok: bool = True) -> Sample:
@@ -41,24 +55,33 @@ def _sample(iid: str, arm: str, thought: str, response: str, ok: bool = True) ->
                   len(thought), len(response), 10)  # fmt: skip
 
 
+def _row(arm: str, t: int, score: float, win: float, thought: int, response: int) -> dict:
+    direct = next(s for a, i, s, *_ in ROWS if a == "direct" and i == t)
+    diff = None if arm == "direct" else round(score - direct, 3)
+    return {
+        "arm": arm, "iteration": t, "mean_score": score, "mean_score_lo": score - 0.1,
+        "mean_score_hi": score + 0.1, "win_rate": win, "mean_thought_chars": thought,
+        "mean_response_chars": response, "parse_failure_rate": 0.0, "n": 3,
+        "natural_parse_rate": 0.1 * t, "train_natural_parse_rate": 0.05 * t,
+        "diff_vs_direct": diff, "diff_vs_direct_lo": None if diff is None else diff - 0.08,
+        "diff_vs_direct_hi": None if diff is None else diff + 0.08,
+        "h2h_vs_direct": H2H.get((arm, t)),
+    }  # fmt: skip
+
+
 def make_run(root: Path) -> Path:
-    config = RunConfig().to_dict() | {"iterations": 2}
+    config = RunConfig().to_dict() | {"iterations": 2, "arms": ["tpo", "specific", "direct"]}
     root.mkdir(parents=True)
     (root / "config.yaml").write_text(yaml.safe_dump(config))
-    rows = [
-        {"arm": a, "iteration": t, "mean_score": s, "score_se": 0.05, "win_rate": w,
-         "mean_thought_chars": th, "mean_response_chars": r, "parse_failure_rate": 0.0,
-         "n": 3, "h2h_vs_direct": H2H.get(t) if a == "tpo" else None}
-        for a, t, s, w, th, r in ROWS
-    ]  # fmt: skip
-    write_json(root / "results.json", rows)
+    write_json(root / "results.json", [_row(*r) for r in ROWS])
+    write_json(root / "manifest.json", {"done": SELECTION})
     cats = {
         "poem": {"win_rate": 0.75, "se": 0.1, "n": 8, "wins": 5, "ties": 2, "losses": 1},
         "letter": {"win_rate": 0.25, "se": 0.1, "n": 4, "wins": 1, "ties": 0, "losses": 3},
     }
-    for t, w in H2H.items():
+    for (arm, t), w in H2H.items():
         write_json(
-            root / "tpo" / f"iter_{t}" / "h2h_vs_direct.json",
+            root / arm / f"iter_{t}" / "h2h_vs_direct.json",
             {"win_rate": w, "se": 0.04, "n": 12, "wins": 6, "ties": 2, "losses": 4,
              "judge": "verifier", "categories": cats},
         )  # fmt: skip
@@ -67,7 +90,7 @@ def make_run(root: Path) -> Path:
         {"id": "b", "text": "Write a letter.", "category": "letter"},
     ]
     write_jsonl(root / "data" / "heldout.jsonl", heldout)
-    d, p = root / "direct" / "iter_2", root / "tpo" / "iter_2"
+    d, p, s = (root / arm / "iter_2" for arm in ("direct", "tpo", "specific"))
     write_jsonl(d / "eval_samples.jsonl", [
         _sample("a", "direct", "", "roses are red").to_dict(),
         _sample("b", "direct", "", "Dear Sir").to_dict(),
@@ -76,7 +99,11 @@ def make_run(root: Path) -> Path:
         _sample("a", "tpo", "SECRET THOUGHT about rhymes", f"violets {EVIL}").to_dict(),
         _sample("b", "tpo", "never finished", "", ok=False).to_dict(),
     ])  # fmt: skip
-    for path, values in ((d, [0.5, 1.0]), (p, [1.0, None])):
+    write_jsonl(s / "eval_samples.jsonl", [
+        _sample("a", "specific", "Draft: roses. Evaluation: fine.", "tulips").to_dict(),
+        _sample("b", "specific", "Draft and check", "Dear Madam").to_dict(),
+    ])  # fmt: skip
+    for path, values in ((d, [0.5, 1.0]), (p, [1.0, None]), (s, [0.5, 0.5])):
         write_jsonl(path / "eval_scores.jsonl", [
             Score(iid, 0, "verifier", v).to_dict() for iid, v in zip("ab", values, strict=True)
         ])  # fmt: skip
@@ -107,7 +134,7 @@ def test_report_is_self_contained_with_plots_and_folded_thoughts(tmp_path: Path)
     assert path == root / "report.html"
     page = path.read_text()
     images = re.findall(r"src='data:image/png;base64,([^']+)'", page)
-    assert len(images) == 3  # scores + win rates, lengths, categories
+    assert len(images) == 4  # the curve, thoughts and format, per category for each arm
     for b64 in images:
         width, height = _png_size(base64.b64decode(b64))
         assert width > 300 and height > 100
@@ -118,18 +145,31 @@ def test_report_is_self_contained_with_plots_and_folded_thoughts(tmp_path: Path)
         r"<details><summary>thought \(27 characters[^<]*</summary><pre>([^<]*)", page
     )
     assert thought and thought.group(1) == "SECRET THOUGHT about rhymes"  # folded, not open
+    assert "Draft: roses. Evaluation: fine." in page  # every arm's outputs side by side
     assert "(no response: parse failure)" in page
-    # the iteration table: tpo vs direct per iteration, and the lead sentence
-    assert "58.0% ± 4.0" in page and "45.0% ± 4.0" in page
-    assert "Thoughts went from 800 characters (iteration 0) to 350 (iteration 2)" in page
+    # the curve as the paper's table: every arm's score with its interval by iteration, and
+    # under each thinking arm its paired difference and head-to-head against direct
+    assert "0.620 [0.520, 0.720]" in page and "0.570 [0.470, 0.670]" in page
+    assert "minus direct (paired)" in page and "+0.070 [-0.010, +0.150]" in page
+    assert "58.0% ± 4.0" in page and "45.0% ± 4.0" in page and "52.0% ± 4.0" in page
+    assert "After iteration 2, tpo beats direct in 58.0% ± 4.0" in page
+    assert "After iteration 2, specific beats direct in 52.0% ± 4.0" in page
+    assert "Thoughts of tpo went from 800 characters (iteration 0) to 350 (iteration 2)" in page
+    assert "Thoughts of specific went from 900 characters" in page
+    # checkpoint selection: every epoch's validation score and the one kept
+    assert "Checkpoint selection" in page
+    assert "epoch_1 0.410, epoch_2 0.470" in page and "<td>epoch_2</td>" in page
+    assert "<td>0.470</td><td>epoch_1 0.440, epoch_2 0.460</td><td>previous</td>" in page
+    assert "Per category: tpo against direct" in page
+    assert "Per category: specific against direct" in page
 
 
-def test_length_controlled_win_rate_in_the_iteration_table(tmp_path: Path):
+def test_length_controlled_win_rate_in_the_curve_table(tmp_path: Path):
     root = make_run(tmp_path / "run")
     path = root / "tpo" / "iter_2" / "h2h_vs_direct.json"
     write_json(path, json.loads(path.read_text()) | {"lc_win_rate": 0.537, "lc_se": 0.021})
     page = write_report(root).read_text()
-    assert "tpo vs direct (LC)" in page and "53.7% ± 2.1" in page
+    assert "vs direct (length-controlled)" in page and "53.7% ± 2.1" in page
     assert "length-controlled 53.7%" in page  # the lead sentence
 
 
@@ -158,17 +198,24 @@ def test_win_rates_of_none_are_left_out_not_drawn_as_zero(tmp_path: Path):
     assert "After iteration 1, tpo beats direct in 45.0% ± 4.0" in page
     assert "Per category: tpo against direct" in page  # iteration 1's, the last judged
     images = re.findall(r"src='data:image/png;base64,([^']+)'", page)
-    assert len(images) == 3
+    assert len(images) == 4
     for b64 in images:
         _assert_drawn(base64.b64decode(b64))
 
 
-def test_report_without_head_to_head(tmp_path: Path):
+def test_report_without_head_to_head_or_intervals(tmp_path: Path):
+    """A run without comparisons, and a results.json written before intervals existed: no
+    category plots, no sub-rows, plain values."""
     root = make_run(tmp_path / "run")
-    for t in H2H:
-        (root / "tpo" / f"iter_{t}" / "h2h_vs_direct.json").unlink()
+    for arm, t in H2H:
+        (root / arm / f"iter_{t}" / "h2h_vs_direct.json").unlink()
+    rows = json.loads((root / "results.json").read_text())
+    old = [{k: v for k, v in r.items() if not k.endswith(("_lo", "_hi")) and "diff" not in k}
+           for r in rows]  # fmt: skip
+    write_json(root / "results.json", old)
     page = write_report(root, tmp_path / "other.html").read_text()
     assert page.count("data:image/png;base64,") == 2  # no category plot without comparisons
+    assert "minus direct" not in page and "<td>0.620</td>" in page
 
 
 def _chromium(*args: str, user_dir: Path) -> subprocess.CompletedProcess:
@@ -200,7 +247,7 @@ def test_report_in_headless_chromium(tmp_path: Path):
     found = re.search(r'data-images="([^"]*)"', proc.stdout)
     assert found, proc.stderr[-2000:]
     images = json.loads(found.group(1).replace("&quot;", '"'))
-    assert len(images) == 3
+    assert len(images) == 4
     assert all(done and w > 300 and h > 100 for done, w, h in images), images
     # 2. a screenshot of the real page is not blank
     shot = tmp_path / "report.png"

@@ -108,3 +108,33 @@ def test_dpo_prefers_the_chosen_output_after_training(tmp_path, tiny_path):
     summary = train(pairs(4), tiny_path, cfg, tmp_path / "m")
     assert summary["final_reward_margin"] > 0
     assert summary["final_reward_accuracy"] == 1.0
+
+
+def test_sft_warmup_learns_the_chosen_output_and_is_adopted_on_resume(
+    tmp_path, tiny_path, monkeypatch
+):
+    """SFT on (prompt, chosen): its first loss is the mean NLL of the chosen completion's tokens
+    (EOS appended) under the seed, the same number `chosen_nll` derives directly, and after two
+    epochs (4 pairs, batch 4: 2 steps) the chosen output is more likely than before. A second
+    call for the same pairs file adopts the saved model without training."""
+    import trl
+
+    from tpo.train.warmup import sft_warmup, warmup_summary
+
+    cfg = TrainConfig(learning_rate=1e-3, batch_size=4, max_length=128, sft_warmup_epochs=2)
+    built, out = pairs(4), tmp_path / "iter_1" / "sft_model"
+    kwargs = {
+        "model_cfg": ModelConfig(name_or_path=tiny_path),
+        "cfg": cfg,
+        "out_dir": out,
+        "seed": 0,
+    }
+    assert sft_warmup(built, tiny_path, pairs_sha256="abc", **kwargs) == str(out)
+    summary = warmup_summary(out)
+    before = chosen_nll(tiny_path, built[0])
+    assert summary["steps"] == 2 and summary["first_loss"] == pytest.approx(before, abs=2e-4)
+    assert chosen_nll(str(out), built[0]) < before
+    monkeypatch.setattr(trl, "SFTTrainer", lambda *a, **k: pytest.fail("trained again"))
+    assert sft_warmup(built, tiny_path, pairs_sha256="abc", **kwargs) == str(out)
+    with pytest.raises(pytest.fail.Exception, match="trained again"):
+        sft_warmup(built, tiny_path, pairs_sha256="other pairs", **kwargs)

@@ -1,7 +1,7 @@
 """The `tpo` command: a thin layer over `tpo.pipeline`; a dict maps subcommands to functions.
 
-    tpo run [--preset NAME | --config FILE] [--set KEY=VALUE ...] [--arms tpo,direct] [--out DIR]
-    tpo generate|judge|pairs|train|eval RUN_DIR --arm ARM --iteration T [--redo]
+    tpo run [--preset NAME | --config FILE] [--set KEY=VALUE ...] [--arms A,B] [--out DIR]
+    tpo generate|judge|pairs|train|select|eval RUN_DIR --arm ARM --iteration T [--redo]
     tpo eval RUN_DIR --arm tpo --iteration T [--against REF.json] [--against-arm direct]
              [--math [builtin|builtin:N|FILE]] [--export DIR [--questions FILE]]
     tpo synth [--preset NAME | --config FILE] [--set synth.KEY=VALUE ...] --out FILE
@@ -38,7 +38,7 @@ from tpo.serve.engine import UNSET
 from tpo.store import RunDir, StoreError
 from tpo.train.launch import TrainError, world_size
 
-STAGE_NAMES = ("generate", "judge", "pairs", "train", "eval")  # pipeline.STAGES, in order
+STAGE_NAMES = ("generate", "judge", "pairs", "train", "select", "eval")  # pipeline.STAGES
 USER_ERRORS = (
     ConfigError,
     DataError,
@@ -93,14 +93,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_stage(args: argparse.Namespace) -> int:
     from tpo import pipeline
     from tpo.eval.results import write_results
-    from tpo.eval.suite import clear_eval
     from tpo.eval.tracking import track
     from tpo.generate.pool import Generators
 
     run = RunDir.load(args.run_dir)
     arm, t = args.arm, args.iteration
-    if arm not in ("tpo", "direct"):
-        raise ConfigError(f"--arm: unknown arm {arm!r} (tpo | direct)")
+    arms = run.config.arm_order
+    for option, name in (("--arm", arm), ("--against-arm", getattr(args, "against_arm", None))):
+        if name is not None and name not in arms:
+            raise ConfigError(f"{option}: unknown arm {name!r} (this run's: {' | '.join(arms)})")
     if args.command != "eval" and t < 1:
         raise ConfigError(f"--iteration: {args.command} needs an iteration >= 1")
     if world_size() > 1:
@@ -108,15 +109,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     if args.command == "eval" and args.questions and not args.export:
         raise ConfigError("--questions goes with --export DIR")
     if args.redo:
-        d = run.iter_dir(arm, t)
-        for name in pipeline.STAGES[args.command][1]:
-            target = d / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            target.unlink(missing_ok=True)
-        run.clear(args.command, arm, t)
-        if args.command == "eval":  # and what compared this model's old outputs
-            clear_eval(run, arm, t)
+        _redo(run, args.command, arm, t)
     models = Generators.for_run(run.config, log_dir=run.root)
     with run.lock():
         try:
@@ -130,6 +123,29 @@ def cmd_stage(args: argparse.Namespace) -> int:
     out = {f"{arm}/iter_{t}/{args.command}": summary, **extras}
     print(yaml.safe_dump(out, sort_keys=False), end="")
     return 0
+
+
+def _redo(run: RunDir, command: str, arm: str, t: int) -> None:
+    """Delete a stage's files and manifest entry (a new training also undoes its selection)."""
+    from tpo import pipeline
+    from tpo.eval.suite import clear_eval
+
+    d = run.iter_dir(arm, t)
+    if command == "select" and (d / "select" / "selection.json").is_file():
+        raise ConfigError(
+            "--redo: the select stage kept one model and removed the other checkpoints; "
+            f"redo the train stage (tpo train {run.root} --arm {arm} --iteration {t} --redo)"
+        )
+    for stage in (command, "select") if command == "train" else (command,):
+        for pattern in pipeline.STAGES[stage][1]:
+            for target in d.glob(pattern):
+                if target.is_dir():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink()
+        run.clear(stage, arm, t)
+    if command == "eval":  # and what compared this model's old outputs
+        clear_eval(run, arm, t)
 
 
 def _stage_launched(run: RunDir, args: argparse.Namespace) -> int:
@@ -310,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run (or resume) the whole loop")
     _config_args(p)
-    p.add_argument("--arms", help="comma-separated arms, e.g. tpo,direct")
+    p.add_argument("--arms", help="comma-separated arms, e.g. direct,generic,specific")
     p.add_argument("--out", help="run directory (default runs/PRESET)")
     p.set_defaults(func=cmd_run)
     for name in STAGE_NAMES:

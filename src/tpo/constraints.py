@@ -16,7 +16,10 @@ a bullet, "---" included). The checks below are a few lines each, offline and de
 
 Deliberate differences from IFEval: paragraphs are separated by blank lines rather than `***`
 (small models do that naturally); word limits are "at least"/"at most" (inclusive); bullets may
-use "* " or "- "; highlights count single-asterisk italics only, not **bold**.
+use "* " or "- "; highlights count single-asterisk italics only, not **bold**. The kinds that
+count (sentences, a keyword's frequency, numbered items, capitalised words), place (a keyword in
+the first sentence, the first word of a paragraph) or shape (numbered sections) an answer are
+where small models fail in telling ways: they state the count and then miss it.
 """
 
 from __future__ import annotations
@@ -56,6 +59,32 @@ def count_words(text: str) -> int:
     4
     """
     return sum(1 for token in text.split() if any(ch.isalnum() for ch in token))
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of `text`: pieces split after ".", "!" or "?" followed by whitespace, and
+    at line breaks; a piece counts when it holds a letter or digit ("e.g. this" splits too).
+
+    >>> sentences("One. Two!\\n* three\\n\\n...")
+    ['One.', 'Two!', '* three']
+    """
+    pieces = re.split(r"(?<=[.!?])\s+|\n+", text.strip())
+    return [p.strip() for p in pieces if any(ch.isalnum() for ch in p)]
+
+
+def count_word(text: str, word: str) -> int:
+    """How often `word` occurs as a whole word (see `contains_word`), case-insensitive.
+
+    >>> count_word("Tea, tea and teapots: TEA.", "tea")
+    3
+    """
+    pattern = r"(?<!\w)" + re.escape(word.strip()) + r"(?!\w)"
+    return len(re.findall(pattern, text, flags=re.IGNORECASE))
+
+
+def _blocks(text: str) -> list[str]:
+    """Paragraphs: non-blank blocks of the stripped text separated by blank lines."""
+    return [b for b in re.split(r"\n\s*\n", text.strip()) if b.strip()]
 
 
 def lowercase(response: str, params: dict[str, Any]) -> bool:
@@ -138,8 +167,7 @@ def paragraphs(response: str, params: dict[str, Any]) -> bool:
     >>> paragraphs("Only one\\nparagraph here.", {"n": 2})
     False
     """
-    blocks = re.split(r"\n\s*\n", response.strip())
-    return sum(1 for block in blocks if block.strip()) == int(params["n"])
+    return len(_blocks(response)) == int(params["n"])
 
 
 def ends_with(response: str, params: dict[str, Any]) -> bool:
@@ -274,6 +302,107 @@ def letter_frequency(response: str, params: dict[str, Any]) -> bool:
     return _compare(count, params["relation"], params["n"])
 
 
+def sentence_count(response: str, params: dict[str, Any]) -> bool:
+    """The number of sentences (see `sentences`) is `relation` ("at least" means >=, "at most"
+    means <=) `n`.
+
+    >>> sentence_count("It rains. Take a coat!", {"relation": "at most", "n": 2})
+    True
+    >>> sentence_count("It rains. Take a coat! And boots.", {"relation": "at most", "n": 2})
+    False
+    """
+    return _compare(len(sentences(response)), params["relation"], params["n"])
+
+
+def keyword_frequency(response: str, params: dict[str, Any]) -> bool:
+    """`keyword` occurs as a whole word, case-insensitive, `relation` `n` times.
+
+    >>> keyword_frequency("Tea first. Then more tea.", {"keyword": "tea", "relation": "at least",
+    ...     "n": 2})
+    True
+    >>> keyword_frequency("Tea first, teapots later.", {"keyword": "tea", "relation": "at least",
+    ...     "n": 2})
+    False
+    """
+    return _compare(count_word(response, params["keyword"]), params["relation"], params["n"])
+
+
+def numbered_list(response: str, params: dict[str, Any]) -> bool:
+    """Exactly `n` lines start, after optional indentation, with a number followed by "." or
+    ")" and a space, and they are numbered 1, 2, ..., n in that order.
+
+    >>> numbered_list("Steps:\\n1. Boil water.\\n2) Add tea.", {"n": 2})
+    True
+    >>> numbered_list("1. Boil water.\\n3. Add tea.", {"n": 2})
+    False
+    """
+    found = re.findall(r"^[ \t]*(\d+)[.)] ", response, flags=re.MULTILINE)
+    return [int(x) for x in found] == list(range(1, int(params["n"]) + 1))
+
+
+def keyword_in_first_sentence(response: str, params: dict[str, Any]) -> bool:
+    """`keyword` occurs as a whole word, case-insensitive, in the first sentence (see
+    `sentences`).
+
+    >>> keyword_in_first_sentence("The tide rises. It falls.", {"keyword": "tide"})
+    True
+    >>> keyword_in_first_sentence("The sea rises. The tide falls.", {"keyword": "tide"})
+    False
+    """
+    first = sentences(response)[:1]
+    return bool(first) and contains_word(first[0], params["keyword"])
+
+
+def paragraph_first_word(response: str, params: dict[str, Any]) -> bool:
+    """Paragraph `n` (1-based; paragraphs as in `paragraphs`) exists and its first word, with
+    leading punctuation and markdown marks (quotes, "*", "#") stripped, is `word`,
+    case-insensitive.
+
+    >>> paragraph_first_word("Tea is old.\\n\\n*Also*, it is cheap.", {"n": 2, "word": "Also"})
+    True
+    >>> paragraph_first_word("Tea is old. Also cheap.", {"n": 2, "word": "Also"})
+    False
+    """
+    blocks = _blocks(response)
+    n = int(params["n"])
+    if not 1 <= n <= len(blocks):
+        return False
+    first = re.match(r"[^\w]*(\w+)", blocks[n - 1])
+    return first is not None and first.group(1).lower() == params["word"].lower()
+
+
+def sections(response: str, params: dict[str, Any]) -> bool:
+    """Exactly `n` sections: lines that start, after optional indentation and markdown marks
+    ("#", "*"), with `marker` (exactly, case-sensitively) and a number, numbered 1, 2, ..., n
+    in order, like "SECTION 1".
+
+    >>> sections("SECTION 1\\nTea.\\n## SECTION 2: Coffee", {"marker": "SECTION", "n": 2})
+    True
+    >>> sections("Section 1\\nTea.\\nSECTION 2", {"marker": "SECTION", "n": 2})
+    False
+    """
+    marker = re.escape(params["marker"].strip())
+    found = re.findall(rf"^[ \t#*]*{marker} (\d+)\b", response, flags=re.MULTILINE)
+    return [int(x) for x in found] == list(range(1, int(params["n"]) + 1))
+
+
+def capital_words(response: str, params: dict[str, Any]) -> bool:
+    """The number of words written in capitals (two or more letters, none lowercase, like
+    "NEVER" or "UK") is `relation` `n`.
+
+    >>> capital_words("Do NOT skip the WARM-UP.", {"relation": "at least", "n": 2})
+    True
+    >>> capital_words("Do not skip it. I mean It.", {"relation": "at least", "n": 1})
+    False
+    """
+    count = sum(
+        1
+        for token in response.split()
+        if sum(ch.isalpha() for ch in token) >= 2 and not any(ch.islower() for ch in token)
+    )
+    return _compare(count, params["relation"], params["n"])
+
+
 CHECKS: dict[str, Check] = {
     "lowercase": lowercase,
     "uppercase": uppercase,
@@ -292,6 +421,13 @@ CHECKS: dict[str, Check] = {
     "highlights": highlights,
     "postscript": postscript,
     "letter_frequency": letter_frequency,
+    "sentence_count": sentence_count,
+    "keyword_frequency": keyword_frequency,
+    "numbered_list": numbered_list,
+    "keyword_in_first_sentence": keyword_in_first_sentence,
+    "paragraph_first_word": paragraph_first_word,
+    "sections": sections,
+    "capital_words": capital_words,
 }
 
 # The parameters each type takes, all required, no others allowed.
@@ -313,6 +449,13 @@ PARAMS: dict[str, tuple[str, ...]] = {
     "highlights": ("n",),
     "postscript": ("marker",),
     "letter_frequency": ("letter", "relation", "n"),
+    "sentence_count": ("relation", "n"),
+    "keyword_frequency": ("keyword", "relation", "n"),
+    "numbered_list": ("n",),
+    "keyword_in_first_sentence": ("keyword",),
+    "paragraph_first_word": ("n", "word"),
+    "sections": ("marker", "n"),
+    "capital_words": ("relation", "n"),
 }
 
 
@@ -328,6 +471,10 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _is_word(value: Any) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[A-Za-z]+", value) is not None
+
+
 def _is_letter(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 1 and value.isascii() and value.isalpha()
 
@@ -340,6 +487,8 @@ _PARAM_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "phrase": (_is_text, "a non-empty string"),
     "marker": (_is_text, "a non-empty string"),
     "letter": (_is_letter, "a single ASCII letter"),
+    "keyword": (_is_text, "a non-empty string"),
+    "word": (_is_word, "one word of ASCII letters"),
 }
 
 

@@ -11,6 +11,11 @@ Selection per prompt:
   (the paper uses failures as rejected samples);
 - otherwise, if every judge score is equal there is no preference ("all_tied"), whatever the
   lengths; else chosen = argmax s, rejected = argmin s (first index on ties).
+
+`pairs.forced_penalty` (a lever for learning the format): a forced output's judge score counts
+that much lower before length control and selection, so it ranks below a natural output (one
+that wrote its response marker itself) of equal score, and a prompt whose outputs all scored
+the same gives a natural-over-forced pair instead of none. Pairs keep the judge's own scores.
 """
 
 from __future__ import annotations
@@ -71,7 +76,11 @@ def _length(sample: Sample, length_of: str) -> int:
 
 
 def select_pair(
-    samples: Sequence[Sample], scores: dict[int, Score], rho: float, length_of: str = "response"
+    samples: Sequence[Sample],
+    scores: dict[int, Score],
+    rho: float,
+    length_of: str = "response",
+    forced_penalty: float = 0.0,
 ) -> tuple[Pair | None, str]:
     """Pick the pair for one prompt's samples; returns (pair or None, reason)."""
     judged = [s for s in samples if s.parsed_ok and scores[s.index].value is not None]
@@ -79,13 +88,14 @@ def select_pair(
     if not judged:
         return None, "all_failed"
     values = [scores[s.index].value or 0.0 for s in judged]
-    s_values = length_controlled_scores(values, [_length(s, length_of) for s in judged], rho)
+    ranked = [v - forced_penalty if s.forced else v for s, v in zip(judged, values, strict=True)]
+    s_values = length_controlled_scores(ranked, [_length(s, length_of) for s in judged], rho)
     best = max(range(len(judged)), key=lambda i: (s_values[i], -i))
     chosen = judged[best]
     if failed:
         rejected, reason, rejected_score = failed[0], "parse_failure", None
     else:
-        if len(set(values)) == 1:
+        if len(set(ranked)) == 1:
             return None, "all_tied"
         worst = min(range(len(judged)), key=lambda i: (s_values[i], i))
         rejected, reason, rejected_score = judged[worst], "score", values[worst]
@@ -106,7 +116,11 @@ def select_pair(
 
 
 def build_pairs(
-    samples: Sequence[Sample], scores: Sequence[Score], rho: float, length_of: str = "response"
+    samples: Sequence[Sample],
+    scores: Sequence[Score],
+    rho: float,
+    length_of: str = "response",
+    forced_penalty: float = 0.0,
 ) -> tuple[list[Pair], PairStats]:
     by_prompt: dict[str, list[Sample]] = {}
     for s in samples:
@@ -116,9 +130,8 @@ def build_pairs(
     reasons: Counter[str] = Counter()
     for iid, group in by_prompt.items():
         group = sorted(group, key=lambda s: s.index)
-        pair, reason = select_pair(
-            group, {s.index: score_of[(iid, s.index)] for s in group}, rho, length_of
-        )
+        by_index = {s.index: score_of[(iid, s.index)] for s in group}
+        pair, reason = select_pair(group, by_index, rho, length_of, forced_penalty)
         reasons[reason] += 1
         if pair is not None:
             pairs.append(pair)
@@ -140,10 +153,12 @@ def make_pairs(run: RunDir, *, arm: str, iteration: int) -> None:
     samples = read_jsonl(d / "samples.jsonl", Sample.from_dict)
     scores = read_jsonl(d / "scores.jsonl", Score.from_dict)
     p = run.config.pairs
-    built, stats = build_pairs(samples, scores, p.length_rho, p.length_of)
+    built, stats = build_pairs(samples, scores, p.length_rho, p.length_of, p.forced_penalty)
     write_jsonl(d / "pairs.jsonl", (x.to_dict() for x in built))
-    chosen = sum(x.chosen_chars for x in built) / max(len(built), 1)
-    rejected = sum(x.rejected_chars for x in built) / max(len(built), 1)
+    n = max(len(built), 1)
+    chosen = sum(x.chosen_chars for x in built) / n
+    rejected = sum(x.rejected_chars for x in built) / n
+    natural = {(s.instruction_id, s.index) for s in samples if s.natural_ok}
     stage_done(
         run,
         "pairs",
@@ -152,4 +167,7 @@ def make_pairs(run: RunDir, *, arm: str, iteration: int) -> None:
         **stats.as_dict(),
         mean_chosen_chars=chosen,
         mean_rejected_chars=rejected,
+        chosen_natural_rate=sum((x.instruction_id, x.chosen_index) in natural for x in built) / n,
+        rejected_natural_rate=sum((x.instruction_id, x.rejected_index) in natural for x in built)
+        / n,
     )

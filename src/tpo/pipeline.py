@@ -6,6 +6,7 @@ One iteration of one arm, starting from model M_{t-1} (the seed for t = 1):
     judge     responses only -> scores               ARM/iter_t/scores.jsonl
     pairs     length control, best vs worst          ARM/iter_t/pairs.jsonl
     train     DPO from M_{t-1} (its own reference)   ARM/iter_t/model/
+    select    best epoch on validation, or M_{t-1}   ARM/iter_t/select/ (train.select_checkpoint)
     eval      held-out metrics of M_t                ARM/iter_t/eval.json
 
 `ARM/iter_0/eval.json` is the seed under that arm's prompt; `direct/iter_0` is always
@@ -24,7 +25,8 @@ from tpo.console import log
 from tpo.data.split import prepare_data
 from tpo.eval import suite
 from tpo.eval.heldout import evaluate
-from tpo.eval.results import results_table, write_results
+from tpo.eval.results import curve_table, results_table, write_results
+from tpo.eval.selection import select_checkpoint
 from tpo.eval.tracking import track
 from tpo.generate import GeneratorSource
 from tpo.generate.pool import Generators, release_for
@@ -46,18 +48,26 @@ def _pairs(run: RunDir, models: GeneratorSource, *, arm: str, iteration: int) ->
     make_pairs(run, arm=arm, iteration=iteration)
 
 
+def _select(run: RunDir, models: GeneratorSource, *, arm: str, iteration: int) -> None:
+    select_checkpoint(run, models, arm=arm, iteration=iteration)
+
+
 def _eval(run: RunDir, models: GeneratorSource, *, arm: str, iteration: int) -> None:
     evaluate(run, models, arm=arm, iteration=iteration)
 
 
 Stage = Callable[..., None]
-# The stages of one iteration, in order, with the files each writes in ARM/iter_T/.
+# The stages of one iteration, in order, with the files each writes in ARM/iter_T/ (glob patterns).
 STAGES: dict[str, tuple[Stage, tuple[str, ...]]] = {
     "generate": (generate_samples, ("samples.jsonl",)),
     "judge": (_judge, ("scores.jsonl",)),
     "pairs": (_pairs, ("pairs.jsonl",)),
-    "train": (train_model, ("model",)),
-    "eval": (_eval, ("eval_samples.jsonl", "eval_scores.jsonl", "eval.json")),
+    "train": (train_model, ("model", "epochs")),
+    "select": (_select, ("select",)),
+    "eval": (
+        _eval,
+        ("eval_samples.jsonl", "eval_try*_samples.jsonl", "eval_scores.jsonl", "eval.json"),
+    ),
 }
 
 
@@ -79,12 +89,13 @@ def run_all(run: RunDir) -> list[dict[str, Any]]:
                 for t in range(1, run.config.iterations + 1):
                     iteration(run, models, arm, t)
                     write_results(run)
-            suite.after_run(run, models)  # tpo vs direct per iteration; math if configured
+            suite.after_run(run, models)  # each arm vs direct per iteration; math if set
         finally:
             models.release()  # also on Ctrl-C or an error: no model server left running
         rows = write_results(run)
         track(run, rows)
     log("results (held-out split):\n" + results_table(rows))
+    log("the curve (held-out split):\n" + curve_table(rows))
     log(f"run directory: {run.root}")
     log(f"report: {write_report(run.root)}")
     return rows
@@ -98,8 +109,8 @@ def run(config: RunConfig, out: str | Path = "runs/tpo") -> list[dict[str, Any]]
 def run_stage(
     run: RunDir, models: GeneratorSource, name: str, *, arm: str, iteration: int
 ) -> dict[str, Any]:
-    """One stage of one arm and iteration (`tpo generate|judge|pairs|train|eval`), after the
-    data stage and, for an evaluation, the baseline every win rate needs; its summary."""
+    """One stage of one arm and iteration (`tpo generate|judge|pairs|train|select|eval`), after
+    the data stage and, for an evaluation, the baseline every win rate needs; its summary."""
     prepare_data(run)
     if name == "eval" and (arm, iteration) != ("direct", 0):
         evaluate(run, models, arm="direct", iteration=0)

@@ -3,7 +3,7 @@
 Layout (see DESIGN.md):
 
     runs/NAME/config.yaml manifest.json data/train.jsonl data/heldout.jsonl
-    runs/NAME/ARM/iter_T/samples.jsonl scores.jsonl pairs.jsonl model/ eval.json
+    runs/NAME/ARM/iter_T/samples.jsonl scores.jsonl pairs.jsonl model/ select/ eval.json
     runs/NAME/results.json results.csv
 
 Records are appended a batch at a time with one write and an fsync, so a killed process
@@ -153,15 +153,26 @@ class RunDir:
         return self.root / arm / f"iter_{iteration}"
 
     def model_path(self, arm: str, iteration: int) -> str:
-        """M_t of an arm: the seed for iteration 0, else that iteration's trained model, or
-        the one before it when training was skipped (no pairs formed)."""
+        """M_t of an arm: the seed for iteration 0, else that iteration's trained model (with
+        train.select_checkpoint: the epoch the select stage kept), or the one before it when
+        training was skipped (no pairs formed) or no epoch beat it on validation."""
         if iteration == 0:
             return self.config.model.name_or_path
-        summary = self.manifest()["done"].get(self.stage_key("train", arm, iteration))
+        done = self.manifest()["done"]
+        summary = done.get(self.stage_key("train", arm, iteration))
         if summary is None:
             raise StoreError(f"no trained model for {arm} iteration {iteration} in {self.root}")
         if summary.get("skipped"):
             return self.model_path(arm, iteration - 1)
+        if self.config.train.select_checkpoint:
+            selected = done.get(self.stage_key("select", arm, iteration))
+            if selected is None:
+                raise StoreError(
+                    f"{arm} iteration {iteration}: no checkpoint selected yet; run `tpo select "
+                    f"{self.root} --arm {arm} --iteration {iteration}`"
+                )
+            if selected.get("kept") == "previous":
+                return self.model_path(arm, iteration - 1)
         return str(self.iter_dir(arm, iteration) / "model")
 
     # --- manifest: which stage of which arm/iteration is done ---------------------------

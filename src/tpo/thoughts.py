@@ -5,7 +5,8 @@ Both halves live here because they are one contract. Generation, evaluation, `tp
 serving all split with `split_output`, so a model is always read the way it was asked.
 
 **Asking.** An arm is a way of prompting. `direct` sends the instruction as it is (the paper's
-baseline); a thinking arm wraps it in a thought prompt that asks for a hidden thought and then
+baseline); a thinking arm (`tpo`, `generic`, `specific` or one of `arm_prompts`, see
+`RunConfig.arm_prompt`) wraps it in a thought prompt that asks for a hidden thought and then
 a response after a fixed marker. The wording is ours; the markers follow PAPER.md (the generic
 ones are also what IBM Granite 3.2 and vLLM's Granite reasoning parser use). With
 `prefill_thought_marker`, the assistant turn already starts with the thought marker, as
@@ -32,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tpo.config import PromptConfig
+from tpo.config import PromptConfig, RunConfig
 from tpo.records import Response
 
 GENERIC = (
@@ -105,6 +106,11 @@ def thought_format(arm: str, cfg: PromptConfig) -> ThoughtFormat:
         response_marker=cfg.response_marker or response,
         prefill=cfg.prefill_thought_marker,
     )
+
+
+def arm_format(config: RunConfig, arm: str) -> ThoughtFormat:
+    """The thought format of one of a run's arms."""
+    return thought_format(arm, config.arm_prompt(arm))
 
 
 # --- asking ------------------------------------------------------------------------------

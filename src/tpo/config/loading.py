@@ -42,8 +42,8 @@ MOVED: dict[tuple[type, str], str] = {
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """`value` as the declared type `hint` (str, int, float, bool, list[str], or X | None);
-    a ConfigError naming `key` when it is not one."""
+    """`value` as the declared type `hint` (str, int, float, bool, list[X], dict[str, section],
+    or X | None); a ConfigError naming `key` when it is not one."""
     if get_origin(hint) in (Union, types.UnionType):
         options = [a for a in get_args(hint) if a is not type(None)]
         if value is None:
@@ -58,6 +58,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         require(isinstance(value, list), key, f"expected a list, got {value!r}")
         return [_coerce(v, item, key) for v in value]
+    if get_origin(hint) is dict:  # arm_prompts: name -> a section
+        _, item = get_args(hint)
+        require(isinstance(value, dict), key, f"expected a mapping of names, got {value!r}")
+        return {str(name): _build(item, v, f"{key}.{name}.") for name, v in value.items()}
     if hint is bool:
         require(isinstance(value, bool), key, f"expected true/false, got {value!r}")
     elif hint is int:

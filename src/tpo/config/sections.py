@@ -12,6 +12,7 @@ once and reported where the user wrote it.
 from __future__ import annotations
 
 import dataclasses
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,10 @@ from tpo.config.fields import ConfigError, opt, require, section
 from tpo.config.sources import DataConfig, SynthConfig
 
 THOUGHT_PROMPTS = ("generic", "specific", "custom")
-ARMS = ("tpo", "direct")
+# Arms every run knows: direct (no thought), tpo (the thought prompt in `prompt`), and the
+# paper's two thought prompts by name; arm_prompts adds (or redefines generic and specific).
+ARMS = ("direct", "tpo", "generic", "specific")
+ARM_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")  # also a directory name in the run directory
 DTYPES = ("float32", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
 # The accelerate configs shipped in tpo/train/accelerate/ (a test checks the two agree).
@@ -243,6 +247,13 @@ class GenerationConfig:
         "Budget forcing: after this many thought tokens without a response marker, append the "
         "marker and let the model write the response. null = off (the paper's behaviour).",
     )
+    thought_budget_schedule: list[int | None] | None = opt(
+        None,
+        "Budget forcing per model: entry t is the thought budget M_t samples with (its training "
+        "samples for iteration t+1 and its held-out and validation outputs), the last entry "
+        "repeating; a null entry turns forcing off for that model, e.g. [48, 96, null]. null = "
+        "thought_budget for every model.",
+    )
     response_max_tokens: int = opt(160, "With budget forcing: most tokens after the marker.")
     batch_size: int = opt(
         16,
@@ -271,10 +282,34 @@ class GenerationConfig:
             "thought_budget",
             "must be >= 1, or null (off)",
         )
+        if self.thought_budget_schedule is not None:
+            require(
+                len(self.thought_budget_schedule) >= 1,
+                "thought_budget_schedule",
+                "give at least one budget, or null (thought_budget for every model)",
+            )
+            require(
+                all(b is None or b >= 1 for b in self.thought_budget_schedule),
+                "thought_budget_schedule",
+                "each budget must be >= 1, or null (off for that model)",
+            )
         require(self.response_max_tokens >= 1, "response_max_tokens", ">= 1")
         require(self.batch_size >= 1, "batch_size", "must be >= 1")
         require(self.backend in BACKENDS, "backend", " | ".join(BACKENDS))
         require(self.dtype in (None, *DTYPES), "dtype", "float32 | bfloat16")
+
+    def for_model(self, iteration: int) -> GenerationConfig:
+        """These settings with the thought budget model M_`iteration` samples with
+        (`thought_budget_schedule`), so forcing code reads one `thought_budget` as before.
+
+        >>> GenerationConfig(thought_budget_schedule=[8, None]).for_model(3).thought_budget is None
+        True
+        """
+        schedule = self.thought_budget_schedule
+        if schedule is None:
+            return self
+        budget = schedule[min(iteration, len(schedule) - 1)]
+        return dataclasses.replace(self, thought_budget=budget, thought_budget_schedule=None)
 
 
 # --- judges ------------------------------------------------------------------------------
@@ -406,9 +441,17 @@ class PairsConfig:
         0.1, "Length control: s = N(score) - rho * N(length) per prompt (paper: 0 to 0.5)."
     )
     length_of: str = opt("response", "Length measured on: response | output (chars).")
+    forced_penalty: float = opt(
+        0.0,
+        "Subtracted from a forced output's judge score (budget forcing wrote its response "
+        "marker) before length control, so it ranks below a natural output of equal score and "
+        "an all-tied prompt still pairs natural over forced; keep it below the smallest score "
+        "gap that should win (verifier: 1/3 with 3 constraints). 0 = off.",
+    )
 
     def __post_init__(self) -> None:
         require(self.length_rho >= 0, "length_rho", "must be >= 0")
+        require(self.forced_penalty >= 0, "forced_penalty", "must be >= 0")
         require(self.length_of in ("response", "output"), "length_of", "response | output")
 
 
@@ -416,7 +459,24 @@ class PairsConfig:
 class TrainConfig:
     method: str = opt("full", "full fine-tune | lora.")
     learning_rate: float = opt(5e-6, "Learning rate.")
-    epochs: float = opt(2.0, "Epochs over each iteration's pairs (paper: 10, best picked).")
+    epochs: float = opt(
+        2.0, "Epochs over each iteration's pairs (paper: 10, the best picked: select_checkpoint)."
+    )
+    select_checkpoint: bool = opt(
+        False,
+        "Save a checkpoint at every epoch's end, score each on the validation split "
+        "(data.validation_size) with the eval settings and eval_judge, and keep the best as "
+        "M_t, or M_{t-1} when no epoch beats it (the paper's selection; the select stage).",
+    )
+    sft_warmup_epochs: float = opt(
+        0.0,
+        "Before the first DPO round, fine-tune the seed for this many epochs on the chosen "
+        "outputs of iteration 1's pairs (NLL on the output, prompt masked), then train DPO from "
+        "it, so the model sees the whole thought format (marker included); 0 = off.",
+    )
+    sft_learning_rate: float | None = opt(
+        None, "Learning rate of the SFT warm-up; null = learning_rate."
+    )
     batch_size: int = opt(4, "Pairs per optimizer step (per device).")
     gradient_accumulation_steps: int = opt(1, "Gradient accumulation steps.")
     beta: float = opt(0.1, "DPO beta.")
@@ -447,6 +507,12 @@ class TrainConfig:
         require(self.method in ("full", "lora"), "method", "full | lora")
         require(self.learning_rate > 0, "learning_rate", "must be > 0")
         require(self.epochs > 0, "epochs", "must be > 0")
+        require(self.sft_warmup_epochs >= 0, "sft_warmup_epochs", "must be >= 0 (0 = off)")
+        require(
+            self.sft_learning_rate is None or self.sft_learning_rate > 0,
+            "sft_learning_rate",
+            "must be > 0, or null (learning_rate)",
+        )
         require(self.batch_size >= 1, "batch_size", "must be >= 1")
         require(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", ">= 1")
         require(self.beta > 0, "beta", "must be > 0")
@@ -471,6 +537,13 @@ class EvalConfig:
     temperature: float = opt(0.0, "Sampling temperature for held-out outputs; 0 = greedy.")
     top_p: float = opt(1.0, "Top-p for held-out outputs when sampling.")
     batch_size: int = opt(16, "Prompts per evaluation batch.")
+    resample_parse_failures: int = opt(
+        0,
+        "Re-sample an output that failed to parse up to this many times (held-out and "
+        "validation outputs; the paper re-sampled), seeded per try, at eval.temperature, or at "
+        "generation.temperature and top_p when that is 0 (greedy would repeat the failure); a "
+        "failure after the last try scores 0 as before. 0 = off.",
+    )
     # New keys default to null, so run directories made before them still resume.
     report_to: str | None = opt(
         None, "Also log the results rows to: null (nowhere) | tensorboard | wandb (offline)."
@@ -495,6 +568,7 @@ class EvalConfig:
         require(self.temperature >= 0, "temperature", "must be >= 0")
         require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        require(self.resample_parse_failures >= 0, "resample_parse_failures", "must be >= 0")
         require(
             self.report_to in (None, "tensorboard", "wandb"),
             "report_to",
@@ -506,7 +580,18 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    arms: list[str] = opt(["tpo", "direct"], "Arms to run: tpo (thought prompt) and/or direct.")
+    arms: list[str] = opt(
+        ["tpo", "direct"],
+        "Arms to run, each trained the same way on the same instructions: direct (no thought, "
+        "the paper's baseline), tpo (the thought prompt in prompt.*), generic and specific (the "
+        "paper's two thought prompts, with prompt.prefill_thought_marker), or a name from "
+        "arm_prompts.",
+    )
+    arm_prompts: dict[str, PromptConfig] = opt(
+        {},
+        "Thinking arms of your own: NAME -> the keys of prompt.* (thought_prompt, "
+        "custom_template, markers, prefill); generic or specific here redefine those arms.",
+    )
     iterations: int = opt(1, "Training iterations per arm (paper: 3 to 5).")
     seed: int = opt(0, "Seed for everything random.")
     model: ModelConfig = section(ModelConfig, "The seed model.")
@@ -531,10 +616,27 @@ class RunConfig:
     def __post_init__(self) -> None:
         require(self.judge.type != "same", "judge.type", "'same' is only for eval_judge")
         require(len(self.arms) >= 1, "arms", "name at least one arm")
+        for name in self.arm_prompts:
+            require(
+                name not in ("direct", "tpo"),
+                f"arm_prompts.{name}",
+                "direct has no thought prompt and tpo's is prompt.*; choose another name",
+            )
+            require(
+                ARM_NAME.fullmatch(name) is not None,
+                f"arm_prompts.{name}",
+                "an arm name is lowercase letters, digits, - and _, starting with a letter",
+            )
+        known = [*ARMS, *(n for n in self.arm_prompts if n not in ARMS)]
         for arm in self.arms:
-            require(arm in ARMS, "arms", f"unknown arm {arm!r} (tpo | direct)")
+            require(arm in known, "arms", f"unknown arm {arm!r} ({' | '.join(known)})")
         require(len(set(self.arms)) == len(self.arms), "arms", "an arm is named twice")
         require(self.iterations >= 1, "iterations", "must be >= 1")
+        require(
+            not self.train.select_checkpoint or self.data.validation_size > 0,
+            "train.select_checkpoint",
+            "needs a validation split to score the checkpoints on: set data.validation_size",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -547,4 +649,20 @@ class RunConfig:
     @property
     def arm_order(self) -> list[str]:
         """direct first (every win rate's baseline is direct/iter_0), then the other arms."""
-        return ["direct", *[a for a in self.arms if a != "direct"]]
+        return ["direct", *self.thinking_arms]
+
+    @property
+    def thinking_arms(self) -> list[str]:
+        """The arms that think (every arm but direct), in the order of `arms`."""
+        return [a for a in self.arms if a != "direct"]
+
+    def arm_prompt(self, arm: str) -> PromptConfig:
+        """The prompt settings of a thinking arm: arm_prompts[arm], the paper's prompt named
+        generic or specific, or prompt.* (tpo; also returned for direct, which ignores it)."""
+        if arm in self.arm_prompts:
+            return self.arm_prompts[arm]
+        if arm in ("generic", "specific"):
+            return PromptConfig(
+                thought_prompt=arm, prefill_thought_marker=self.prompt.prefill_thought_marker
+            )
+        return self.prompt

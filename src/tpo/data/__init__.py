@@ -127,7 +127,7 @@ def load_instructions(path: str | Path) -> list[Instruction]:
 
 
 def builtin_split(name: str) -> list[Instruction]:
-    """The shipped built-in instructions: "train" (480) or "heldout" (120); "tiny_train" (8)
+    """The shipped built-in instructions: "train" (1200) or "heldout" (400); "tiny_train" (8)
     and "tiny_heldout" (4) are short-answer sets for the `tiny` preset and tests."""
     if name not in BUILTIN_SPLITS:
         raise DataError(f"unknown built-in split {name!r}; choose one of {BUILTIN_SPLITS}")

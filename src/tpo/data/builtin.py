@@ -1,12 +1,19 @@
-"""The built-in instruction set: 600 templated prompts with verifiable constraints.
+"""The built-in instruction set: 1600 templated prompts with verifiable constraints.
 
 TPO needs instructions a judge can score without an API key, so each prompt here is a topic
 (33 of them) crossed with a task type (10; the task is the category) plus 1-3 constraints the
 verifier judge checks, phrased in plain English at the end of the prompt. The set is meant for
 a 135M-parameter model: constraints are drawn mostly from the kinds such a model sometimes meets
 (keywords, lowercase, word limits of 30-120 words, a fixed first or last phrase, no commas,
-bullets, a title), so that its samples differ in score and preference pairs carry signal. Rare,
-harder kinds (JSON, quotation, uppercase) keep the judge honest without dominating.
+bullets, a title), so that its samples differ in score and preference pairs carry signal. Rarer,
+harder kinds keep the judge honest without dominating: JSON, quotation, uppercase, and kinds
+that count (sentences, a keyword's frequency, numbered points, words in capitals), place (a
+keyword in the first sentence, the word that opens a paragraph) or shape (numbered sections),
+where small models state the count or the rule and then miss it.
+
+The sizes serve a run of several iterations on fresh prompts: 1200 train prompts hold e.g. 4
+iterations x 96 plus a validation slice of 200 (cut by the data stage from data.train), and the
+400 held-out prompts give a held-out mean whose standard error is ~0.02 at 300 prompts.
 
 Constraints that contradict each other are never combined: a fixed list of incompatible pairs,
 plus checks that the fixed phrases and keywords obey the other rules (no "Is there anything
@@ -30,8 +37,8 @@ from typing import Any
 from tpo.constraints import contains_word, count_words
 from tpo.records import Instruction
 
-N_TRAIN = 480
-N_HELDOUT = 120
+N_TRAIN = 1200
+N_HELDOUT = 400
 
 
 @dataclass(frozen=True)
@@ -255,6 +262,13 @@ WEIGHTS: dict[str, int] = {
     "quotation": 2,
     "uppercase": 2,
     "json_format": 1,
+    "sentence_count": 3,
+    "keyword_in_first_sentence": 3,
+    "keyword_frequency": 2,
+    "numbered_list": 2,
+    "capital_words": 2,
+    "paragraph_first_word": 2,
+    "sections": 1,
 }
 
 # Types that only make sense for some tasks (bullets in a poem would be odd).
@@ -271,17 +285,31 @@ ONLY_FOR: dict[str, tuple[str, ...]] = {
     "placeholders": ("email", "letter", "product_description"),
     "postscript": ("email", "letter", "advice"),
     "json_format": ("tips", "product_description", "comparison"),
+    "numbered_list": ("explanation", "tips", "advice", "comparison", "summary"),
+    "sections": ("explanation", "tips", "letter", "advice", "comparison", "summary"),
+    "paragraph_first_word": tuple(t for t in TASKS if t != "poem"),
 }
 
-_JSON_FRIENDLY = ("json_format", "keywords_include", "keywords_exclude", "word_count")
+_JSON_FRIENDLY = (
+    "json_format",
+    "keywords_include",
+    "keywords_exclude",
+    "word_count",
+    "keyword_frequency",
+)
+_LAYOUTS = ("bullets", "numbered_list", "paragraphs", "paragraph_first_word", "sections")
 INCOMPATIBLE: tuple[tuple[str, str], ...] = (
     ("lowercase", "uppercase"),
-    ("bullets", "paragraphs"),
     ("ends_with", "postscript"),
     ("starts_with", "title"),
+    ("capital_words", "lowercase"),
+    ("capital_words", "uppercase"),
+    # one layout per answer; every line of a layout is a sentence too
+    *((a, b) for i, a in enumerate(_LAYOUTS) for b in _LAYOUTS[i + 1 :]),
+    *(("sentence_count", other) for other in (*_LAYOUTS, "title", "postscript")),
     *(
         ("quotation", other)
-        for other in ("starts_with", "ends_with", "postscript", "bullets", "title")
+        for other in ("starts_with", "ends_with", "postscript", "title", *_LAYOUTS)
     ),
     *(("json_format", other) for other in WEIGHTS if other not in _JSON_FRIENDLY),
 )
@@ -304,6 +332,9 @@ STARTS: dict[str, tuple[str, ...]] = {
 }
 MARKERS = ("P.S.", "P.P.S.")
 LETTERS = ("b", "k", "w", "y", "p", "g", "v")
+SECTION_MARKERS = ("SECTION", "PART")
+PARAGRAPH_WORDS = ("Also", "Next", "However", "Finally", "Then")
+ORDINALS = {2: "second", 3: "third"}
 
 
 def _draw_params(kind: str, task: str, topic: Topic, rng: random.Random) -> dict[str, Any]:
@@ -327,6 +358,30 @@ def _draw_params(kind: str, task: str, topic: Topic, rng: random.Random) -> dict
         return {"marker": rng.choice(MARKERS)}
     if kind == "letter_frequency":
         return {"letter": rng.choice(LETTERS), "relation": "at least", "n": rng.randint(3, 6)}
+    return _draw_counts_and_places(kind, topic, rng)
+
+
+def _draw_counts_and_places(kind: str, topic: Topic, rng: random.Random) -> dict[str, Any]:
+    if kind == "sentence_count":
+        if rng.random() < 0.25:
+            return {"relation": "at least", "n": rng.choice([3, 4, 5])}
+        return {"relation": "at most", "n": rng.choice([2, 3, 4, 5])}
+    if kind == "keyword_frequency":
+        return {
+            "keyword": rng.choice(topic.keywords),
+            "relation": "at least",
+            "n": rng.choice([2, 3]),
+        }
+    if kind == "keyword_in_first_sentence":
+        return {"keyword": rng.choice(topic.keywords)}
+    if kind == "numbered_list":
+        return {"n": rng.choice([2, 3, 4, 5])}
+    if kind == "capital_words":
+        return {"relation": "at least", "n": rng.choice([2, 3, 4])}
+    if kind == "paragraph_first_word":
+        return {"n": rng.choice([2, 2, 3]), "word": rng.choice(PARAGRAPH_WORDS)}
+    if kind == "sections":
+        return {"marker": rng.choice(SECTION_MARKERS), "n": rng.choice([2, 3])}
     return {}
 
 
@@ -380,6 +435,26 @@ SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
     "json_format": lambda c: (
         "Wrap your entire output in JSON format; you may use markdown code fences such as ```json."
     ),
+    "sentence_count": lambda c: f"Answer in {c['relation']} {_plural(c['n'], 'sentence')}.",
+    "keyword_in_first_sentence": lambda c: (
+        f"Mention the word '{c['keyword']}' in your first sentence."
+    ),
+    "keyword_frequency": lambda c: f"Use the word '{c['keyword']}' at least {c['n']} times.",
+    "numbered_list": lambda c: (
+        f"Give exactly {_plural(c['n'], 'numbered point')}, each on its own line, such as "
+        '"1. This is a point."'
+    ),
+    "capital_words": lambda c: (
+        f"Write at least {_plural(c['n'], 'word')} entirely in capital letters, such as NOTE."
+    ),
+    "paragraph_first_word": lambda c: (
+        f"Write at least {c['n']} paragraphs separated by blank lines; the {ORDINALS[c['n']]} "
+        f'paragraph must start with the word "{c["word"]}".'
+    ),
+    "sections": lambda c: (
+        f"Divide your answer into exactly {c['n']} sections, each starting with a line such as "
+        f'"{c["marker"]} 1", numbered in order.'
+    ),
 }
 
 
@@ -393,6 +468,7 @@ def consistent(constraints: list[dict[str, Any]]) -> bool:
     kinds = [c["type"] for c in constraints]
     literal = " ".join(c.get("phrase", c.get("marker", "")) for c in constraints)
     included = [w for c in constraints if c["type"] == "keywords_include" for w in c["keywords"]]
+    included += [c[k] for c in constraints for k in ("keyword", "word") if k in c]
     excluded = [w for c in constraints if c["type"] == "keywords_exclude" for w in c["keywords"]]
     required = f"{literal} {' '.join(included)}"
     limits = [c["n"] for c in constraints if c["type"] == "word_count"]
@@ -433,7 +509,7 @@ def _draw_text(task: str, topic: Topic, rng: random.Random) -> str:
 
 
 def build_instructions(seed: int = 0) -> tuple[list[Instruction], list[Instruction]]:
-    """(train, heldout): 480 and 120 instructions, no (topic, task, constraint types) shared."""
+    """(train, heldout): 1200 and 400 instructions, no (topic, task, constraint types) shared."""
     rng = random.Random(seed)
     slots = [(topic, task) for topic in TOPICS for task in TASKS]
     drawn: list[tuple[str, str, list[dict[str, Any]]]] = []  # (category, text, constraints)

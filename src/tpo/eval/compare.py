@@ -1,7 +1,7 @@
 """Comparisons of two sets of responses, as the paper reports them, written next to the model:
 
-    ARM/iter_T/h2h_vs_OTHER.json   head-to-head at the same iteration (tpo vs direct), both
-                                   orders, with per-category win rates and counts
+    ARM/iter_T/h2h_vs_OTHER.json   head-to-head at the same iteration (each thinking arm vs
+                                   direct), both orders, with per-category win rates and counts
     ARM/iter_T/vs_NAME.json        win rate (and AlpacaEval 2's length-controlled win rate)
                                    against reference outputs in AlpacaEval's format
 
@@ -143,22 +143,24 @@ def against_reference(
     return result
 
 
-def tpo_vs_direct(run: RunDir, models: GeneratorSource, done: Sequence[tuple[str, int]]) -> None:
-    """tpo against direct at every iteration where both are evaluated, once each (recorded in
-    the manifest); a comparison the judge could not make is reported and retried on resume."""
+def arms_vs_direct(run: RunDir, models: GeneratorSource, done: Sequence[tuple[str, int]]) -> None:
+    """Every thinking arm against direct at every iteration where both are evaluated, once each
+    (recorded in the manifest); a comparison the judge could not make is reported and retried
+    on resume."""
     judge: Comparer | None = None
     for arm, t in done:
-        if arm == "tpo" and ("direct", t) in done and not run.is_done("h2h_vs_direct", arm, t):
-            if judge is None:
-                release_for(run.config.judge_for_eval, models)
-                judge = run_comparer(run)
-            try:
-                r = head_to_head(run, judge, arm="tpo", other="direct", iteration=t, models=models)
-            except JudgeError as exc:  # reported, and tried again when the run resumes
-                log(f"tpo vs direct, iter {t}: not judged: {exc}")
-                continue
-            run.mark_done("h2h_vs_direct", arm, t, win_rate=r["win_rate"], n=r["n"])
-            log(f"tpo vs direct, iter {t}: win rate {pct(r['win_rate'])} (n={r['n']})")
+        if arm == "direct" or ("direct", t) not in done or run.is_done("h2h_vs_direct", arm, t):
+            continue
+        if judge is None:
+            release_for(run.config.judge_for_eval, models)
+            judge = run_comparer(run)
+        try:
+            r = head_to_head(run, judge, arm=arm, other="direct", iteration=t, models=models)
+        except JudgeError as exc:  # reported, and tried again when the run resumes
+            log(f"{arm} vs direct, iter {t}: not judged: {exc}")
+            continue
+        run.mark_done("h2h_vs_direct", arm, t, win_rate=r["win_rate"], n=r["n"])
+        log(f"{arm} vs direct, iter {t}: win rate {pct(r['win_rate'])} (n={r['n']})")
 
 
 def pct(value: float | None) -> str:

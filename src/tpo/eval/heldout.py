@@ -1,9 +1,11 @@
 """The eval stage: a model answers the held-out split; its metrics go to ARM/iter_T/eval.json.
 
 One output per held-out instruction, sampled like training (thought prompt, forcing) but greedy
-by default (`eval.*`), then judged by the eval judge. Win rates are against the seed answering
-directly (`direct/iter_0`, always evaluated first: the baseline of every win rate) and against
-the same arm's seed (`win_vs_iter0`: did training help this arm?), on the same prompts.
+by default (`eval.*`), parse failures re-sampled with `eval.resample_parse_failures`
+(`tpo.eval.outputs.judged_outputs`; the counts go to eval.json), then judged by the eval
+judge. Win rates are against the seed answering directly (`direct/iter_0`, always evaluated
+first: the baseline of every win rate) and against the same arm's seed (`win_vs_iter0`: did
+training help this arm?), on the same prompts.
 
 A pairwise eval judge has no per-output score (it only compares, and one output per prompt has
 nothing to compare with), so mean score, its error and pass rate are not computed; both win
@@ -17,19 +19,19 @@ from typing import Any
 from tpo.console import stage_done
 from tpo.data.split import heldout_instructions
 from tpo.eval.metrics import eval_metrics, output_metrics, score_map, win_rate
-from tpo.eval.outputs import eval_responses, responses_of
+from tpo.eval.outputs import eval_responses, judged_outputs, responses_of
 from tpo.eval.winrate import make_comparer, pairwise_preferences, summarize
 from tpo.generate import GeneratorSource
 from tpo.generate.pool import release_for
-from tpo.generate.stage import SamplingPlan, sample_outputs
+from tpo.generate.stage import SamplingPlan
 from tpo.judge.stage import judge_heldout
 from tpo.records import Sample, Score
 from tpo.store import RunDir, read_json, read_jsonl, write_json
 
 PAIRWISE_NOTE = (
-    "score, ±se and pass are '-' under a pairwise eval judge: it only compares responses, and "
-    "one held-out output per prompt has nothing to compare with; win_vs_seed and vs_iter0 are "
-    "its verdicts (both orders)"
+    "score (with its interval), pass and the paired differences are '-' under a pairwise eval "
+    "judge: it only compares responses, and one held-out output per prompt has nothing to "
+    "compare with; win_vs_seed and vs_direct are its verdicts (both orders)"
 )
 
 
@@ -39,21 +41,22 @@ def evaluate(run: RunDir, models: GeneratorSource, *, arm: str, iteration: int) 
     if run.is_done("eval", arm, iteration):
         return dict(read_json(d / "eval.json"))
     plan = SamplingPlan.evaluation(run.config, arm, iteration, "eval")
-    generator, tokenizer = models.generator(run.model_path(arm, iteration), plan.batch_size)
-    samples = sample_outputs(
+    samples, resampling = judged_outputs(
+        run,
+        models,
         d / "eval_samples.jsonl",
         heldout_instructions(run),
         plan,
-        generator=generator,
-        tokenizer=tokenizer,
+        run.model_path(arm, iteration),
     )
-    del generator  # it holds the policy model
     release_for(run.config.judge_for_eval, models)
     if run.config.judge_for_eval.type == "pairwise":
         metrics = _compared_metrics(run, samples, arm, iteration)
     else:
         metrics = _scored_metrics(run, samples, arm, iteration)
     metrics = {"arm": arm, "iteration": iteration, **metrics}
+    if resampling:
+        metrics["resampling"] = resampling
     write_json(d / "eval.json", metrics)
     shown = ("mean_score", "pass_rate", "win_rate", "natural_parse_rate")
     stage_done(run, "eval", arm, iteration, **{k: metrics[k] for k in shown})

@@ -1,6 +1,7 @@
 """What `tpo run` does after the loop, and what `tpo eval` adds to one held-out evaluation.
 
-After the loop: tpo against direct at every iteration (`compare.tpo_vs_direct`) and, with
+After the loop: each thinking arm against direct at every iteration (`compare.arms_vs_direct`)
+and, with
 `eval.math_set`, math accuracy of every evaluated model; each is done once and recorded in
 the manifest, so a resumed run only does what is missing. `tpo eval` options: a head-to-head
 against another arm, reference outputs, math, exports. `--redo` removes what compared a
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tpo.console import log
-from tpo.eval.compare import against_reference, head_to_head, pct, run_comparer, tpo_vs_direct
+from tpo.eval.compare import against_reference, arms_vs_direct, head_to_head, pct, run_comparer
 from tpo.eval.export import export_responses
 from tpo.eval.heldout import evaluate
 from tpo.eval.math_eval import math_accuracy
@@ -33,9 +34,10 @@ def evaluated(run: RunDir) -> list[tuple[str, int]]:
 
 
 def after_run(run: RunDir, models: GeneratorSource) -> None:
-    """tpo vs direct at every iteration both evaluated, and math when `eval.math_set` is set."""
+    """Each thinking arm vs direct at every iteration both evaluated, and math when
+    `eval.math_set` is set."""
     done = evaluated(run)
-    tpo_vs_direct(run, models, done)  # its judge (maybe a local model) is gone after it
+    arms_vs_direct(run, models, done)  # its judge (maybe a local model) is gone after it
     spec = run.config.eval.math_set
     for arm, t in done if spec else []:
         if not run.is_done("math", arm, t):
@@ -53,7 +55,7 @@ def clear_eval(run: RunDir, arm: str, t: int) -> list[Path]:
     stale = [*d.glob("h2h_vs_*.json"), *d.glob("vs_*.json"), d / "math.json"]
     for prefix in ("ref", "math", "questions"):
         stale += d.glob(f"{prefix}-*_samples.jsonl")
-    for other in ("tpo", "direct"):
+    for other in run.config.arm_order:
         if other != arm:
             stale.append(run.iter_dir(other, t) / f"h2h_vs_{arm}.json")
             if arm == "direct":

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tpo.config import JudgeConfig, OpenAIGenerationConfig, RunConfig, VLLMConfig
+from tpo.config import ConfigError, JudgeConfig, OpenAIGenerationConfig, RunConfig, VLLMConfig
 from tpo.generate import Generator, GeneratorSource
 from tpo.models import load_model, load_tokenizer
-from tpo.thoughts import thought_format
+from tpo.thoughts import arm_format
 
 
 @dataclass(frozen=True)
@@ -159,8 +159,13 @@ class Generators:
         from tpo.generate.vllm import reasoning_strings  # imports no vLLM
 
         g = config.generation
-        fmt = thought_format("tpo", config.prompt)
         wants_budget = g.backend == "vllm" and g.vllm.forcing == "thinking_budget"
+        markers = {reasoning_strings(arm_format(config, a)) for a in config.thinking_arms}
+        if wants_budget and len(markers) > 1:
+            raise ConfigError(
+                "generation.vllm.forcing: thinking_budget sets one pair of markers per engine; "
+                "these thinking arms use different markers: use two_phase, or run them apart"
+            )
         return cls(
             LoadSettings(
                 backend=g.backend,
@@ -169,7 +174,7 @@ class Generators:
                 trust_remote_code=config.model.trust_remote_code,
                 seed=config.seed,
                 vllm=g.vllm,
-                reasoning=reasoning_strings(fmt) if wants_budget else None,
+                reasoning=next(iter(markers), None) if wants_budget else None,
                 openai=g.openai,
                 log_dir=log_dir,
             )

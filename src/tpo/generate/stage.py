@@ -29,7 +29,7 @@ from tpo.generate.forcing import Budget, Generated, generate_forced, token_cap
 from tpo.records import Instruction, Sample
 from tpo.seeds import derive_seed
 from tpo.store import RunDir, append_jsonl, read_jsonl
-from tpo.thoughts import ThoughtFormat, build_prompt, split_output, thought_format
+from tpo.thoughts import ThoughtFormat, arm_format, build_prompt, split_output
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,9 @@ class SamplingPlan:
 
     @classmethod
     def training(cls, config: RunConfig, arm: str, iteration: int) -> SamplingPlan:
-        """K samples per instruction at the generation settings (the generate stage)."""
-        g, fmt = config.generation, thought_format(arm, config.prompt)
+        """K samples per instruction at the generation settings (the generate stage), made by
+        M_{iteration-1} with its thought budget."""
+        g, fmt = config.generation.for_model(iteration - 1), arm_format(config, arm)
         return cls(
             arm=arm,
             fmt=fmt,
@@ -64,8 +65,10 @@ class SamplingPlan:
     @classmethod
     def evaluation(cls, config: RunConfig, arm: str, iteration: int, tag: str) -> SamplingPlan:
         """One output per instruction at the eval settings (greedy by default), with the same
-        thought prompt and forcing as training; `tag` names the set ("eval", "math-...")."""
-        g, e, fmt = config.generation, config.eval, thought_format(arm, config.prompt)
+        thought prompt and forcing as training (M_iteration's thought budget); `tag` names the
+        set ("eval", "math-...")."""
+        g, e = config.generation.for_model(iteration), config.eval
+        fmt = arm_format(config, arm)
         return cls(
             arm=arm,
             fmt=fmt,

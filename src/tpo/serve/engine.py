@@ -37,7 +37,7 @@ from tpo.generate.forcing import Budget, Step, stream_forced
 from tpo.models import default_prefix
 from tpo.serve.stream import NO_MARKER_CHOICES, ThoughtSplitter, split_full
 from tpo.store import RunDir, StoreError
-from tpo.thoughts import DIRECT, Message, ThoughtFormat, render, thought_format
+from tpo.thoughts import DIRECT, Message, ThoughtFormat, arm_format, render, thought_format
 
 THOUGHT_PROMPT_CHOICES = ("generic", "specific", "none")
 
@@ -165,16 +165,17 @@ class ServeSettings:
     source: str  # where the thought format came from, for the startup line
 
 
-def run_of_model(model: str) -> tuple[RunDir, str] | None:
-    """(the run, the arm) when `model` is RUN/ARM/iter_T/model of a run directory."""
+def run_of_model(model: str) -> tuple[RunDir, str, int] | None:
+    """(the run, the arm, T) when `model` is RUN/ARM/iter_T/model of a run directory."""
     path = Path(model)
-    if path.name != "model" or not path.parent.name.startswith("iter_"):
+    name = path.parent.name
+    if path.name != "model" or not name.startswith("iter_") or not name[5:].isdigit():
         return None
     root = path.parent.parent.parent
     if not (root / "config.yaml").is_file():
         return None
     try:
-        return RunDir.load(root), path.parent.parent.name
+        return RunDir.load(root), path.parent.parent.name, int(name[5:])
     except StoreError as exc:  # a config.yaml this version cannot read: one line
         raise ConfigError(str(exc)) from None
 
@@ -213,11 +214,11 @@ def resolve_settings(
     budget = None if thought_budget == UNSET else parse_thought_budget(thought_budget)
     from_run = run_of_model(model)
     if thought_prompt is None and from_run is not None:
-        run, arm = from_run
-        fmt = thought_format(arm, run.config.prompt)
+        run, arm, iteration = from_run
+        fmt = arm_format(run.config, arm)
         source = f"{run.root / 'config.yaml'} (arm {arm})"
         if thought_budget == UNSET:
-            budget = run.config.generation.thought_budget
+            budget = run.config.generation.for_model(iteration).thought_budget
     elif thought_prompt == "none":
         fmt, source = DIRECT, "--thought-prompt none"
     else:

@@ -1,6 +1,8 @@
 """The train stage: M_t learns from its own preference pairs with DPO, giving M_{t+1}.
 
     dpo.py      TRL's DPOTrainer on the pairs, in one process or in each launched one
+    warmup.py   train.sft_warmup_epochs: SFT on the chosen outputs before the first DPO round
+    epochs.py   train.select_checkpoint: the per-epoch checkpoints the select stage scores
     launch.py   train.launcher: accelerate: the `accelerate launch` command, the shipped configs
     worker.py   `python -m tpo.train.worker RUN --arm A --iteration T`, run by each process
 
@@ -17,6 +19,7 @@ adopted instead of training again.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from tpo.seeds import derive_seed
 from tpo.store import RunDir, read_json, read_jsonl, write_json
 from tpo.train.dpo import train_dpo
 from tpo.train.launch import TrainError, launch_workers, rank
+from tpo.train.warmup import sft_warmup, warmup_summary
 
 __all__ = ["TrainError", "train_dpo", "train_iteration", "train_launched", "train_model"]
 
@@ -38,19 +42,36 @@ def file_digest(path: Path) -> str:
 def train_iteration(run: RunDir, *, arm: str, iteration: int) -> dict[str, Any] | None:
     """Every process: DPO on ARM/iter_T/pairs.jsonl from M_{t-1}. Rank 0 saves the model,
     writes train.json and returns its summary; the other ranks return None."""
-    d = run.iter_dir(arm, iteration)
+    d, cfg = run.iter_dir(arm, iteration), run.config.train
+    pairs = read_jsonl(d / "pairs.jsonl", Pair.from_dict)
+    start, digest = run.model_path(arm, iteration - 1), file_digest(d / "pairs.jsonl")
+    warm = iteration == 1 and cfg.sft_warmup_epochs > 0
+    if warm:  # DPO then starts from (and is referenced to) the warmed-up model
+        start = sft_warmup(
+            pairs,
+            start,
+            model_cfg=run.config.model,
+            cfg=cfg,
+            out_dir=d / "sft_model",
+            seed=derive_seed(run.config.seed, "sft", arm, iteration),
+            pairs_sha256=digest,
+        )
     summary = train_dpo(
-        read_jsonl(d / "pairs.jsonl", Pair.from_dict),
-        run.model_path(arm, iteration - 1),
+        pairs,
+        start,
         model_cfg=run.config.model,
-        cfg=run.config.train,
+        cfg=cfg,
         out_dir=d / "model",
         seed=derive_seed(run.config.seed, "train", arm, iteration),
     )
     if summary is None:
         return None
-    summary["pairs_sha256"] = file_digest(d / "pairs.jsonl")
+    summary["pairs_sha256"] = digest
+    if warm:
+        summary["sft_warmup"] = warmup_summary(d / "sft_model")
     write_json(d / "train.json", summary)
+    if warm:
+        shutil.rmtree(d / "sft_model", ignore_errors=True)  # trained on; its summary stays
     return summary
 
 

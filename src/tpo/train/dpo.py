@@ -34,6 +34,7 @@ from typing import Any
 from tpo.config import ModelConfig, TrainConfig
 from tpo.models import load_model, load_tokenizer, pick_device
 from tpo.records import Pair
+from tpo.train.epochs import collect_epochs
 
 
 def _dpo_args(cfg: TrainConfig, out: Path, seed: int, device: str) -> Any:
@@ -59,7 +60,8 @@ def _dpo_args(cfg: TrainConfig, out: Path, seed: int, device: str) -> Any:
         remove_unused_columns=False,  # keep pair_id for the record of who trained on what
         ddp_find_unused_parameters=False,  # every trainable weight is used in each step
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="epoch" if cfg.select_checkpoint else "no",  # tpo.train.epochs
+        save_only_model=True,
         report_to="none",
         seed=seed,
         data_seed=seed,
@@ -232,8 +234,12 @@ def train_dpo(
         return None
     shutil.rmtree(out_dir, ignore_errors=True)
     partial.rename(out_dir)
+    if cfg.select_checkpoint:
+        epochs = collect_epochs(work, out_dir, model_path, tokenizer, cfg)
     shutil.rmtree(work, ignore_errors=True)
     summary = _summary(trainer, result, len(pairs), seconds)
+    if cfg.select_checkpoint:
+        summary["epochs"] = epochs
     del trainer, acc
     if pick_device(model_cfg.device) == "cuda":
         import torch
