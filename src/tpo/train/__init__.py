@@ -46,6 +46,7 @@ def train_iteration(run: RunDir, *, arm: str, iteration: int) -> dict[str, Any] 
         cfg=run.config.train,
         out_dir=d / "model",
         seed=derive_seed(run.config.seed, "train", arm, iteration),
+        log_file=d / "train_log.jsonl",
     )
     if summary is None:
         return None
