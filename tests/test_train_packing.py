@@ -88,13 +88,17 @@ def step_logs(tmp_path, tiny_path, name: str, **kw) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("nll", [0.0, 0.5], ids=["dpo", "dpo+nll"])
-def test_losses_step_by_step_equal_trls_own_trainer(tmp_path, tiny_path, nll):
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"nll_weight": 0.5, "method": "lora", "gradient_checkpointing": True}],
+    ids=["dpo", "dpo+nll,lora,checkpointing"],
+)
+def test_losses_step_by_step_equal_trls_own_trainer(tmp_path, tiny_path, settings):
     """Four optimizer steps on the same pairs, same seed: TRL's DPOTrainer (shared_prompt:
     false) and the shared-prompt trainer log the same loss, log-probs and reward accuracy at
     every step, so the updates in between were the same too."""
-    trl = step_logs(tmp_path, tiny_path, "trl", shared_prompt=False, nll_weight=nll)
-    ours = step_logs(tmp_path, tiny_path, "ours", shared_prompt=True, nll_weight=nll)
+    trl = step_logs(tmp_path, tiny_path, "trl", shared_prompt=False, **settings)
+    ours = step_logs(tmp_path, tiny_path, "ours", shared_prompt=True, **settings)
     assert len(trl) == len(ours) == 4
     for a, b in zip(trl, ours, strict=True):
         for key in ("loss", "logps/chosen", "logps/rejected", "rewards/margins"):
