@@ -7,12 +7,13 @@ Pairs look like a TPO iteration's: the thought prompt around a built-in instruct
 thought of 48-200 tokens, "Here is my response:" and a response of 24-96 tokens, chosen and
 rejected drawn independently (English text cut to those token counts; no model generates it).
 
-Each side is a whole `train_dpo` call on the same pairs with the same seed (fp32 weights, full
+Each side is tpo's trainer (`train.dpo`) on the same pairs with the same seed (fp32 weights, full
 fine-tune unless the side says otherwise), the sides alternating, `repeats` times. Trained
 tokens/s = the tokens of TRL's layout (prompt + chosen and prompt + rejected, no padding: the
 `num_tokens` both trainers log) over the seconds of `trainer.train()`, so both sides count the
-same work; the reference pass before training and the saving are in `whole s`. Peak memory is
-the rise of the process's resident memory during the call (sampled every 5 ms, after handing
+same work; tokens/CPU-s divides by this process's CPU seconds instead, steadier on a machine
+other jobs share; loading, tokenizing and the reference pass are `setup s`. Peak memory is
+the rise of the process's resident memory during `train()` (sampled every 5 ms, after handing
 freed memory back to the OS), or CUDA's peak allocation on a GPU. The first steps' losses are
 printed side by side: the speed may not come from computing less.
 """
@@ -38,7 +39,6 @@ from tpo.data import builtin_split
 from tpo.models import load_tokenizer, resolve_model_path
 from tpo.records import Pair
 from tpo.thoughts import build_prompt, thought_format
-from tpo.train import train_dpo
 
 BASE = {"epochs": 1, "learning_rate": 5e-5, "beta": 0.1, "max_length": 512}
 # TRL's own trainer, its layout and forward (fp32, no checkpointing, reference precomputed)
@@ -110,30 +110,37 @@ class PeakMemory:
 
 
 def run_side(pairs: list[Pair], path: str, settings: dict[str, Any], batch: int) -> dict:
+    """One side: the trainer tpo builds (`train.dpo`: TRL's, or the shared-prompt one), its
+    `train()` timed in wall-clock and in CPU seconds of this process, its memory measured."""
+    from tpo.train.dpo import _trainer
+
     cfg = TrainConfig(**{**BASE, "batch_size": batch, **settings})  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as tmp:
         log_file = Path(tmp) / "log.jsonl"
         started = time.perf_counter()
+        trainer, _, _ = _trainer(
+            pairs,
+            path,
+            model_cfg=ModelConfig(name_or_path=path),
+            cfg=cfg,
+            work=Path(tmp) / "work",
+            seed=0,
+            log_file=log_file,
+        )
+        setup = time.perf_counter() - started  # load, tokenize, reference pass
+        wall, cpu = time.perf_counter(), time.process_time()
         with PeakMemory() as mem:
-            s = train_dpo(
-                pairs,
-                path,
-                model_cfg=ModelConfig(name_or_path=path),
-                cfg=cfg,
-                out_dir=Path(tmp) / "model",
-                seed=0,
-                log_file=log_file,
-            )
-        whole = time.perf_counter() - started
+            trainer.train()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         logs = [json.loads(line) for line in log_file.read_text().splitlines()]
-    assert s is not None  # one process is rank 0
+        del trainer
     steps = [entry for entry in logs if "loss" in entry]
-    seconds = next(e["train_runtime"] for e in logs if "train_runtime" in e)
     tokens = steps[-1]["num_tokens"]
     return {
-        "tokens_per_s": tokens / seconds,
-        "seconds": seconds,
-        "whole": whole,
+        "tokens_per_s": tokens / wall,
+        "tokens_per_cpu_s": tokens / cpu,
+        "seconds": wall,
+        "setup": setup,
         "mib": mem.mib,
         "losses": [e["loss"] for e in steps],
     }
@@ -157,22 +164,25 @@ def spread(values: list[float]) -> str:
 
 def table(results: dict[str, list[dict]], baseline: str, steps: int = 3) -> str:
     base = statistics.median(r["tokens_per_s"] for r in results[baseline])
+    base_cpu = statistics.median(r["tokens_per_cpu_s"] for r in results[baseline])
     head = [f"loss step {k + 1}" for k in range(steps)]
     lines = [
-        "| side | trained tokens/s, median (min-max) | ratio | train s | whole s | peak MiB | "
-        + " | ".join(head)
-        + " |",
-        "|---" * (6 + steps) + "|",
+        "| side | trained tokens/s, median (min-max) | ratio | tokens/CPU-s | ratio | train s | "
+        "setup s | peak MiB | " + " | ".join(head) + " |",
+        "|---" * (8 + steps) + "|",
     ]
     for name, runs in results.items():
         speed = statistics.median(r["tokens_per_s"] for r in runs)
+        cpu = statistics.median(r["tokens_per_cpu_s"] for r in runs)
         losses = runs[0]["losses"]
         cells = [
             name,
             spread([r["tokens_per_s"] for r in runs]),
             f"{speed / base:.2f}x",
+            spread([r["tokens_per_cpu_s"] for r in runs]),
+            f"{cpu / base_cpu:.2f}x",
             spread([r["seconds"] for r in runs]),
-            spread([r["whole"] for r in runs]),
+            spread([r["setup"] for r in runs]),
             f"{statistics.median(r['mib'] for r in runs):.0f}",
             *(f"{x:.5f}" for x in losses[:steps]),
         ]

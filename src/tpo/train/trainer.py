@@ -48,12 +48,14 @@ class SharedPromptDPOTrainer(DPOTrainer):
         """Each pair's (chosen, rejected) log-probs under the reference: the model before
         training (with LoRA, its adapters switched off, as TRL does)."""
         adapters: Any = contextlib.nullcontext()
-        unwrapped = self.accelerator.unwrap_model(self.model)
+        policy: Any = self.model
+        checkpointing: Any = self.args.gradient_checkpointing_kwargs
+        unwrapped = self.accelerator.unwrap_model(policy)
         if self.ref_model is None and hasattr(unwrapped, "peft_config"):
             adapters = use_adapter(unwrapped, "ref" if "ref" in unwrapped.peft_config else None)
         with (
             torch.no_grad(),
-            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+            disable_gradient_checkpointing(policy, checkpointing),
             adapters,
             self.accelerator.autocast(),
         ):
@@ -84,7 +86,8 @@ class SharedPromptDPOTrainer(DPOTrainer):
         self, inputs: dict[str, Any], sums: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor
     ) -> None:
         """TRL's metrics of one batch, gathered across processes, for `DPOTrainer.log`."""
-        mode = "train" if self.model.training else "eval"
+        policy: Any = self.model
+        mode = "train" if policy.training else "eval"
         metrics = self._metrics[mode]
         gather = self.accelerator.gather
         chosen_rewards, rejected_rewards = self.beta * chosen, self.beta * rejected
