@@ -177,7 +177,9 @@ def _quiet() -> Iterator[None]:
         disable()
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", r".*gradient_checkpointing. is deprecated", FutureWarning)
+            warnings.filterwarnings(
+                "ignore", r".*gradient_checkpointing. is deprecated", FutureWarning
+            )
             yield
     finally:
         if previous is None:

@@ -136,5 +136,7 @@ def completion_logps(
     row, column = batch["token_row"], batch["token_column"]
     lse = torch.logsumexp(logits, dim=-1)  # (B, K)
     token_logps = logits[row, column, batch["token_id"]] - lse[row, column]
-    sums = token_logps.new_zeros(2 * logits.shape[0]).index_add(0, batch["token_owner"], token_logps)
+    sums = token_logps.new_zeros(2 * logits.shape[0]).index_add(
+        0, batch["token_owner"], token_logps
+    )
     return token_logps, sums

@@ -83,7 +83,11 @@ class SharedPromptDPOTrainer(DPOTrainer):
         return loss
 
     def _record(
-        self, inputs: dict[str, Any], sums: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor
+        self,
+        inputs: dict[str, Any],
+        sums: torch.Tensor,
+        chosen: torch.Tensor,
+        rejected: torch.Tensor,
     ) -> None:
         """TRL's metrics of one batch, gathered across processes, for `DPOTrainer.log`."""
         policy: Any = self.model
