@@ -5,7 +5,8 @@
 
 - gen:   generation throughput (real tokens/s, padding after EOS not counted) of the settings
          tpo uses (bf16 weights, prompts sorted by length) against plain fp32 unsorted batches.
-- train: seconds per DPO step with bf16 autocast against fp32, and LoRA against full.
+- train: DPO trained tokens/s and peak memory of tpo's training path against TRL's DPOTrainer
+         on the same pairs, first losses side by side; then each lever (benchmarks/train.py).
 Timings are wall clock on this machine; the numbers to compare are the ratios.
 """
 
@@ -15,17 +16,15 @@ import argparse
 import json
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from tpo.config import ModelConfig, PromptConfig, TrainConfig
+from tpo.config import PromptConfig
 from tpo.data import builtin_split
 from tpo.generate import SamplingParams
 from tpo.generate.hf import HFGenerator
 from tpo.models import load_model, load_tokenizer, resolve_model_path
-from tpo.records import Pair
 from tpo.thoughts import build_prompt, thought_format
 
 
@@ -63,35 +62,11 @@ def bench_gen(n: int = 32, tokens: int = 96) -> dict[str, Any]:
     return rows
 
 
-def bench_train(steps_pairs: int = 8) -> dict[str, Any]:
-    from tpo.train import train_dpo
+def bench_train() -> str:
+    """DPO training: benchmarks/train.py (its own module, so that it runs standalone too)."""
+    import train  # benchmarks/ is this script's directory
 
-    path = resolve_model_path("embedded")
-    text = " ".join(["The quick brown fox jumps over the lazy dog."] * 25)
-    prompt = build_prompt(load_tokenizer(path), thought_format("tpo", PromptConfig()), "Hi")
-    pairs = [
-        Pair(f"i{k}", prompt, text, text[::-1], 0, 1, 1.0, 0.0, 1, 1, "score")
-        for k in range(steps_pairs)
-    ]
-    rows = {}
-    out = Path("/tmp/tpo-bench-train")
-    for name, kw in [
-        ("fp32_full", {}),
-        ("bf16_full", {"bf16": True}),
-        ("fp32_lora", {"method": "lora"}),
-    ]:
-        cfg = TrainConfig(epochs=1, batch_size=2, max_length=512, **kw)  # type: ignore[arg-type]
-        s = train_dpo(pairs, path, model_cfg=ModelConfig(), cfg=cfg, out_dir=out / name, seed=0)
-        assert s is not None  # one process is rank 0
-        rows[name] = {
-            "seconds": s["seconds"],
-            "steps": s["steps"],
-            "s_per_step": s["seconds"] / s["steps"],
-        }
-    base = rows["fp32_full"]["s_per_step"]
-    rows["bf16_speedup"] = base / rows["bf16_full"]["s_per_step"]
-    rows["lora_speedup"] = base / rows["fp32_lora"]["s_per_step"]
-    return rows
+    return str(train.bench_train())
 
 
 def main() -> None:
@@ -102,7 +77,10 @@ def main() -> None:
     results = {}
     for name in args.which:
         results[name] = {"gen": bench_gen, "train": bench_train}[name]()
-        print(json.dumps({name: results[name]}, indent=2), flush=True)
+        if isinstance(results[name], str):  # a markdown table
+            print(results[name], flush=True)
+        else:
+            print(json.dumps({name: results[name]}, indent=2), flush=True)
 
 
 if __name__ == "__main__":

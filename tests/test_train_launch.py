@@ -184,7 +184,12 @@ def check_two_rank_training(run: RunDir, tiny_path: str, n: int = 8) -> dict:
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"] == saved
     assert report["weights_sha256"] == saved
     assert saved != digest(load_model(tiny_path)), "training changed no weight"
-    assert sorted(p.name for p in d.iterdir()) == ["model", "pairs.jsonl", "train.json"]
+    assert sorted(p.name for p in d.iterdir()) == [
+        "model",
+        "pairs.jsonl",
+        "train.json",
+        "train_log.jsonl",
+    ]
     entry = run.manifest()["done"]["tpo/iter_1/train"]
     assert entry["processes"] == 2 and entry["weights_sha256"] == saved
     assert "ranks" not in entry  # the pair ids stay in train.json

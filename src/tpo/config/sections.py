@@ -487,6 +487,12 @@ class TrainConfig:
     lora_dropout: float = opt(0.0, "LoRA dropout (method: lora).")
     bf16: bool = opt(False, "bf16 autocast in training (GPUs with bf16 support).")
     gradient_checkpointing: bool = opt(False, "Trade compute for memory.")
+    shared_prompt: bool = opt(
+        True,
+        "Each pair as one row (prompt, chosen, rejected; the rejected tokens blind to the "
+        "chosen ones): the prompt is computed once, not twice, and only the completions reach "
+        "the LM head; the same loss (needs sdpa or eager attention). false = TRL's layout.",
+    )
     warmup_ratio: float = opt(0.0, "Linear warm-up share of the steps.")
     launcher: str = opt(
         "none",

@@ -63,6 +63,7 @@ def train_iteration(run: RunDir, *, arm: str, iteration: int) -> dict[str, Any] 
         cfg=cfg,
         out_dir=d / "model",
         seed=derive_seed(run.config.seed, "train", arm, iteration),
+        log_file=d / "train_log.jsonl",
     )
     if summary is None:
         return None

@@ -19,15 +19,23 @@ different shards and ended with the same weights.
 
 TRL's defaults `bf16=True` and `gradient_checkpointing=True` are always set explicitly from
 the config, since neither suits every machine (bf16 needs hardware support).
+
+With `train.shared_prompt` (the default) the trainer is `trainer.SharedPromptDPOTrainer`:
+one row per pair, so each prompt is computed once, and logits only for the completions
+(packing.py); otherwise TRL's own layout and forward. Either way the terminal shows one
+progress bar (progress.py) and the trainer's log dicts go to a JSONL file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import shutil
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +43,7 @@ from tpo.config import ModelConfig, TrainConfig
 from tpo.models import load_model, load_tokenizer, pick_device
 from tpo.records import Pair
 from tpo.train.epochs import collect_epochs
+from tpo.train.launch import TrainError
 
 
 def _dpo_args(cfg: TrainConfig, out: Path, seed: int, device: str) -> Any:
@@ -152,6 +161,57 @@ def _save(trainer: Any, model_path: str, tokenizer: Any, cfg: TrainConfig, parti
     return weights_digest(trained)
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No progress bars from datasets' preprocessing, TRL's reference pass or transformers'
+    loading and saving, and no warnings about TrainingArguments' renamed checkpointing key
+    (TRL sets the old one), so that a training shows its own bar alone."""
+    import datasets
+    import transformers
+
+    bars = [
+        (m.is_progress_bar_enabled(), m.disable_progress_bar, m.enable_progress_bar)
+        for m in (datasets.utils.logging, transformers.utils.logging)
+    ]
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # read by TRL's reference pass
+    for _, disable, _ in bars:
+        disable()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", r".*gradient_checkpointing. is deprecated", FutureWarning
+            )
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
+        for shown, _, enable in bars:
+            if shown:
+                enable()
+
+
+def _trainer_class(cfg: TrainConfig, model: Any, tokenizer: Any) -> tuple[Any, Any]:
+    """(the trainer class, its collator: None for TRL's own)."""
+    if not cfg.shared_prompt:
+        from trl import DPOTrainer
+
+        return DPOTrainer, None
+    from tpo.train.packing import ATTENTIONS, PairPacker
+    from tpo.train.trainer import SharedPromptDPOTrainer
+
+    attention = model.config._attn_implementation
+    if attention not in ATTENTIONS:
+        raise TrainError(
+            f"train.shared_prompt needs {' or '.join(ATTENTIONS)} attention, the model uses "
+            f"{attention}; set train.shared_prompt: false"
+        )
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return SharedPromptDPOTrainer, PairPacker(pad_token_id=pad, max_length=cfg.max_length)
+
+
 def _trainer(
     pairs: Sequence[Pair],
     model_path: str,
@@ -160,22 +220,30 @@ def _trainer(
     cfg: TrainConfig,
     work: Path,
     seed: int,
+    log_file: Path | None = None,
 ) -> tuple[Any, _Recorder, Any]:
-    """(TRL's DPOTrainer over the pairs, the recorder of its batches, the tokenizer)."""
+    """(the DPO trainer over the pairs, the recorder of its batches, the tokenizer)."""
     from accelerate import PartialState
-    from trl import DPOTrainer
+    from transformers.trainer_callback import ProgressCallback
 
-    args = _dpo_args(cfg, work, seed, pick_device(model_cfg.device))  # before the model:
-    tokenizer = load_tokenizer(model_path, model_cfg.trust_remote_code)  # ZeRO-3 partitions
-    model = load_model(model_path, model_cfg.dtype, "cpu", model_cfg.trust_remote_code)  # on load
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    trainer = DPOTrainer(
-        model=model,
-        args=args,
-        train_dataset=_pairs_dataset(pairs, work / "pairs", PartialState()),
-        processing_class=tokenizer,
-        peft_config=_lora(cfg) if cfg.method == "lora" else None,
-    )
+    from tpo.train.progress import TrainProgress
+
+    with _quiet():
+        args = _dpo_args(cfg, work, seed, pick_device(model_cfg.device))  # before the model:
+        tokenizer = load_tokenizer(model_path, model_cfg.trust_remote_code)  # ZeRO-3 partitions
+        model = load_model(model_path, model_cfg.dtype, "cpu", model_cfg.trust_remote_code)
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        cls, collator = _trainer_class(cfg, model, tokenizer)
+        trainer = cls(
+            model=model,
+            args=args,
+            data_collator=collator,
+            train_dataset=_pairs_dataset(pairs, work / "pairs", PartialState()),
+            processing_class=tokenizer,
+            peft_config=_lora(cfg) if cfg.method == "lora" else None,
+        )
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(TrainProgress(log_file))
     recorder = _Recorder(trainer.data_collator)  # after the reference pass, which uses it too
     trainer.data_collator = recorder
     return trainer, recorder, tokenizer
@@ -205,16 +273,17 @@ def train_dpo(
     cfg: TrainConfig,
     out_dir: Path,
     seed: int,
+    log_file: Path | None = None,
 ) -> dict[str, Any] | None:
     """Train on `pairs` starting from `model_path`. Rank 0 (the only process, without a
     launcher) saves the result to `out_dir` (a HF checkpoint with its tokenizer) and returns a
     summary of the training logs with a `ranks` entry (each rank's pair ids and weight
-    digest); the other ranks return None."""
+    digest); the other ranks return None. The trainer's log dicts go to `log_file`."""
     from accelerate.utils import gather_object
 
     work = out_dir.with_name(out_dir.name + ".work")
     trainer, recorder, tokenizer = _trainer(
-        pairs, model_path, model_cfg=model_cfg, cfg=cfg, work=work, seed=seed
+        pairs, model_path, model_cfg=model_cfg, cfg=cfg, work=work, seed=seed, log_file=log_file
     )
     started = time.time()
     result = trainer.train()
@@ -228,7 +297,8 @@ def train_dpo(
     if acc.is_main_process:
         shutil.rmtree(partial, ignore_errors=True)
     acc.wait_for_everyone()
-    saved = _save(trainer, model_path, tokenizer, cfg, partial)
+    with _quiet():
+        saved = _save(trainer, model_path, tokenizer, cfg, partial)
     acc.wait_for_everyone()
     if not acc.is_main_process:
         return None

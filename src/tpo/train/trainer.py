@@ -1,0 +1,111 @@
+"""TRL's `DPOTrainer` on shared-prompt rows (packing.py): TRL still tokenizes the pairs,
+precomputes the reference log-probs, shards the batches, steps the optimizer and the
+scheduler, and runs under every accelerate launcher; this subclass replaces only the forward
+(one row per pair, logits from the completions on) and the loss over its output.
+
+The loss is TRL's for the two loss types tpo uses: `sigmoid` (DPO) and `sft` (the NLL term:
+the mean negative log-likelihood of the chosen completions' tokens of the batch), weighted by
+TRL's `loss_weights`. The logged metrics keep TRL's names (`rewards/accuracies`,
+`rewards/margins`, `rewards/chosen`, `logps/chosen`, `num_tokens`, ...); the entropy, logit
+and token-accuracy metrics are left out, since each costs a pass over the vocabulary.
+The reference log-probs must be precomputed (tpo always does; see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from trl import DPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import use_adapter
+
+from tpo.train.packing import completion_logps, model_inputs
+
+LOSS_TYPES = ("sigmoid", "sft")
+
+
+class SharedPromptDPOTrainer(DPOTrainer):
+    """`DPOTrainer` whose batches come from `packing.PairPacker` (pass it as the collator)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        config = kwargs["args"]
+        if not config.precompute_ref_log_probs:
+            raise ValueError("shared-prompt rows need precompute_ref_log_probs=True")
+        if not set(config.loss_type) <= set(LOSS_TYPES):
+            raise ValueError(f"shared-prompt rows support the loss types {LOSS_TYPES} only")
+        super().__init__(*args, **kwargs)
+
+    def _logps(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        config = self.accelerator.unwrap_model(model).config
+        dtype = next(model.parameters()).dtype
+        out = model(**model_inputs(inputs, config._attn_implementation, dtype))
+        return completion_logps(out.logits, inputs)
+
+    def compute_ref_log_probs(self, model: Any, inputs: dict[str, Any]) -> Any:
+        """Each pair's (chosen, rejected) log-probs under the reference: the model before
+        training (with LoRA, its adapters switched off, as TRL does)."""
+        adapters: Any = contextlib.nullcontext()
+        policy: Any = self.model
+        checkpointing: Any = self.args.gradient_checkpointing_kwargs
+        unwrapped = self.accelerator.unwrap_model(policy)
+        if self.ref_model is None and hasattr(unwrapped, "peft_config"):
+            adapters = use_adapter(unwrapped, "ref" if "ref" in unwrapped.peft_config else None)
+        with (
+            torch.no_grad(),
+            disable_gradient_checkpointing(policy, checkpointing),
+            adapters,
+            self.accelerator.autocast(),
+        ):
+            _, sums = self._logps(model, inputs)
+        return sums[0::2], sums[1::2]
+
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        if return_outputs:
+            raise NotImplementedError("shared-prompt rows return no logits")
+        token_logps, sums = self._logps(model, inputs)
+        chosen_ratio = sums[0::2] - inputs["ref_chosen_logps"]
+        rejected_ratio = sums[1::2] - inputs["ref_rejected_logps"]
+        terms = {
+            "sigmoid": lambda: -F.logsigmoid(self.beta * (chosen_ratio - rejected_ratio)).mean(),
+            "sft": lambda: -token_logps[inputs["token_owner"] % 2 == 0].mean(),
+        }
+        loss = sum(terms[t]() * w for t, w in zip(self.loss_types, self.loss_weights, strict=True))
+        self._record(inputs, sums.detach(), chosen_ratio.detach(), rejected_ratio.detach())
+        return loss
+
+    def _record(
+        self,
+        inputs: dict[str, Any],
+        sums: torch.Tensor,
+        chosen: torch.Tensor,
+        rejected: torch.Tensor,
+    ) -> None:
+        """TRL's metrics of one batch, gathered across processes, for `DPOTrainer.log`."""
+        policy: Any = self.model
+        mode = "train" if policy.training else "eval"
+        metrics = self._metrics[mode]
+        gather = self.accelerator.gather
+        chosen_rewards, rejected_rewards = self.beta * chosen, self.beta * rejected
+        values = {
+            "rewards/chosen": chosen_rewards,
+            "rewards/rejected": rejected_rewards,
+            "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
+            "rewards/margins": chosen_rewards - rejected_rewards,
+            "logps/chosen": sums[0::2],
+            "logps/rejected": sums[1::2],
+        }
+        for name, value in values.items():
+            metrics[name].append(gather(value).mean().item())
+        if mode == "train":
+            tokens = self.accelerator.gather_for_metrics(inputs["num_tokens"].reshape(1))
+            self._total_train_tokens += int(tokens.sum().item())
+        metrics["num_tokens"] = [self._total_train_tokens]
