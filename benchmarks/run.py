@@ -3,8 +3,9 @@
     make bench                      # all, on the embedded model
     python benchmarks/run.py gen    # one
 
-- gen:   generation throughput (real tokens/s, padding after EOS not counted) of the settings
-         tpo uses (bf16 weights, prompts sorted by length) against plain fp32 unsorted batches.
+- gen, levers, offpolicy, llamacpp: generation (benchmarks/gen.py: the native backend
+         against plain `generate` batch 32 and llama-cpp-python, one table per lever, the
+         off-policy gap of lower-precision weights); markdown tables.
 - train: seconds per DPO step with bf16 autocast against fp32, and LoRA against full.
 Timings are wall clock on this machine; the numbers to compare are the ratios.
 """
@@ -13,54 +14,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import time
 from pathlib import Path
 from typing import Any
 
+import gen  # benchmarks/gen.py: a script's own folder is on sys.path
 import torch
 
 from tpo.config import ModelConfig, PromptConfig, TrainConfig
-from tpo.data import builtin_split
-from tpo.generate import SamplingParams
-from tpo.generate.hf import HFGenerator
-from tpo.models import load_model, load_tokenizer, resolve_model_path
+from tpo.models import load_tokenizer, resolve_model_path
 from tpo.records import Pair
 from tpo.thoughts import build_prompt, thought_format
 
-
-class Unsorted(HFGenerator):
-    """The baseline: batches in the caller's order (no length sorting)."""
-
-    def generate(self, prompts, params, seed):  # type: ignore[no-untyped-def]
-        torch.manual_seed(seed)
-        out = []
-        for start in range(0, len(prompts), self.batch_size):
-            out += self._batch(list(prompts[start : start + self.batch_size]), params)
-        return out
-
-
-def bench_gen(n: int = 32, tokens: int = 96) -> dict[str, Any]:
-    path = resolve_model_path("embedded")
-    tok = load_tokenizer(path)
-    rng = random.Random(0)
-    instructions = rng.sample(builtin_split("train"), n)
-    fmts = [thought_format(a, PromptConfig()) for a in ("tpo", "direct")]
-    prompts = [build_prompt(tok, fmts[i % 2], ins.text) for i, ins in enumerate(instructions)]
-    params = SamplingParams(0.8, 0.95, tokens)
-    rows = {}
-    for name, dtype, cls in [
-        ("fp32_unsorted", "float32", Unsorted),
-        ("bf16_sorted", "bfloat16", HFGenerator),
-    ]:
-        gen = cls(load_model(path, dtype), tok, batch_size=16, progress=False)
-        start = time.perf_counter()
-        outs = gen.generate(prompts, params, seed=0)
-        secs = time.perf_counter() - start
-        real = sum(o.num_tokens for o in outs)
-        rows[name] = {"seconds": round(secs, 1), "tokens": real, "tokens_per_s": real / secs}
-    rows["speedup"] = rows["bf16_sorted"]["tokens_per_s"] / rows["fp32_unsorted"]["tokens_per_s"]
-    return rows
+GENERATION = {
+    "gen": gen.bench_gen,
+    "levers": gen.bench_levers,
+    "offpolicy": gen.bench_offpolicy,
+    "llamacpp": gen.bench_llamacpp,
+}
 
 
 def bench_train(steps_pairs: int = 8) -> dict[str, Any]:
@@ -96,13 +66,17 @@ def bench_train(steps_pairs: int = 8) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", nargs="*", default=["gen", "train"])
+    parser.add_argument("which", nargs="*", default=["gen", "levers", "offpolicy", "train"])
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
-    results = {}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    models = None
     for name in args.which:
-        results[name] = {"gen": bench_gen, "train": bench_train}[name]()
-        print(json.dumps({name: results[name]}, indent=2), flush=True)
+        if name in GENERATION:
+            models = models or gen.Models()
+            print(GENERATION[name](models), flush=True)
+        else:
+            print(json.dumps({name: {"train": bench_train}[name]()}, indent=2), flush=True)
 
 
 if __name__ == "__main__":

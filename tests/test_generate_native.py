@@ -256,3 +256,17 @@ def test_tiny_run_on_the_native_backend(tmp_path):
     assert len(samples) == 8 * 4
     rows = json.loads((out / "results.json").read_text())
     assert {r["arm"] for r in rows} == {"tpo", "direct"}
+
+
+def test_int8_weights_stay_close_to_float32(tiny):
+    """int8 linears (per-row scales) change the logits by rounding only: within 5% of the
+    largest float32 logit, and not equal to it (the int8 path did run)."""
+    model, _ = tiny
+    tokens = [[5, 17, 99, 3, 42, 7, 8, 1, 250, 64]]
+    logits = {}
+    for int8 in (False, True):
+        m = LlamaModel(model, torch.float32, int8=int8)
+        cache = KVCache(m, 1, 16)
+        logits[int8] = m.prefill(cache, [0], [0], tokens)
+    gap = (logits[True] - logits[False]).abs().max() / logits[False].abs().max()
+    assert 0 < gap < 0.05

@@ -226,6 +226,11 @@ class NativeConfig:
         "values are kept for reuse; a generation batch starts with an empty cache.",
     )
     prefill_tokens: int = opt(2048, "Most prompt tokens computed in one forward pass.")
+    int8: bool = opt(
+        False,
+        "Linear weights in int8 (per-row scales, inputs quantized per call; generation.dtype "
+        "is then ignored): faster products, slightly other outputs (README, Speed).",
+    )
 
     def __post_init__(self) -> None:
         require(self.max_batch >= 1, "max_batch", "must be >= 1")

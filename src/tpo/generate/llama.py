@@ -24,6 +24,7 @@ compares the logits with transformers' forward on the tiny and the embedded mode
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,14 +55,39 @@ def check_supported(config: Any) -> None:
         )
 
 
+class Linear:
+    """A weight applied as `F.linear(x, weight)`: dense in the compute dtype, or (`int8`) int8
+    with one scale per output row, the input quantized per call (torch's dynamic quantized
+    linear, fbgemm; float32 in and out). int8 is what llama.cpp runs on CPUs for the same
+    reason: decode-shaped products are faster in it here (README, "Speed")."""
+
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype, int8: bool = False):
+        self.weight = weight.detach().to(dtype).contiguous()
+        self.packed: Any = None
+        if int8:
+            w = weight.detach().float()
+            scales = (w.abs().amax(1) / 127).clamp_min(1e-12).double()
+            zeros = torch.zeros(w.shape[0], dtype=torch.long)
+            with warnings.catch_warnings():  # torch marks quantized tensors deprecated
+                warnings.simplefilter("ignore", UserWarning)
+                q = torch.quantize_per_channel(w, scales, zeros, 0, torch.qint8)
+            self.packed = torch.ops.quantized.linear_prepack(q, None)
+            self.weight = torch.empty(0)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is not None:
+            return torch.ops.quantized.linear_dynamic(x, self.packed)
+        return F.linear(x, self.weight)
+
+
 @dataclass(frozen=True)
 class Layer:
     attn_norm: torch.Tensor  # float32
-    qkv: torch.Tensor  # [(heads + 2 kv_heads) * head_dim, hidden], compute dtype
-    o: torch.Tensor  # [hidden, heads * head_dim]
+    qkv: Linear  # [(heads + 2 kv_heads) * head_dim, hidden]
+    o: Linear  # [hidden, heads * head_dim]
     mlp_norm: torch.Tensor
-    gate_up: torch.Tensor  # [2 * intermediate, hidden]
-    down: torch.Tensor  # [hidden, intermediate]
+    gate_up: Linear  # [2 * intermediate, hidden]
+    down: Linear  # [hidden, intermediate]
 
 
 class KVCache:
@@ -98,12 +124,14 @@ class KVCache:
 
 
 class LlamaModel:
-    """The weights of a `LlamaForCausalLM`, laid out for `prefill` and `decode`."""
+    """The weights of a `LlamaForCausalLM`, laid out for `prefill` and `decode`; `int8`
+    stores the linear layers' weights in int8 (compute dtype float32 around them)."""
 
-    def __init__(self, hf_model: Any, dtype: torch.dtype):
+    def __init__(self, hf_model: Any, dtype: torch.dtype, int8: bool = False):
         config = hf_model.config
         check_supported(config)
-        self.dtype = dtype
+        self.int8 = int8
+        self.dtype = torch.float32 if int8 else dtype
         self.num_layers = config.num_hidden_layers
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
@@ -116,7 +144,7 @@ class LlamaModel:
         with torch.no_grad():
             self.embed = inner.embed_tokens.weight.detach().float().clone()
             self.norm = inner.norm.weight.detach().float().clone()
-            self.lm_head = hf_model.lm_head.weight.detach().to(dtype).clone()
+            self.lm_head = Linear(hf_model.lm_head.weight, self.dtype, int8)
             self.layers = [self._layer(block) for block in inner.layers]
         self._rotary = inner.rotary_emb
         self._cos = self._sin = torch.empty(0)
@@ -124,8 +152,8 @@ class LlamaModel:
     def _layer(self, block: Any) -> Layer:
         a, m = block.self_attn, block.mlp
 
-        def w(*linears: Any) -> torch.Tensor:
-            return torch.cat([x.weight.detach() for x in linears]).to(self.dtype).contiguous()
+        def w(*linears: Any) -> Linear:
+            return Linear(torch.cat([x.weight.detach() for x in linears]), self.dtype, self.int8)
 
         return Layer(
             attn_norm=block.input_layernorm.weight.detach().float().clone(),
@@ -158,21 +186,21 @@ class LlamaModel:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q [tokens, heads, d], k and v [tokens, kv_heads, d] of the normed input, rotated."""
         h = F.rms_norm(x, (x.shape[-1],), layer.attn_norm, self.eps).to(self.dtype)
-        qkv = F.linear(h, layer.qkv).view(x.shape[0], self.heads + 2 * self.kv_heads, -1)
+        qkv = layer.qkv(h).view(x.shape[0], self.heads + 2 * self.kv_heads, -1)
         qk = self._rope(qkv[:, : self.heads + self.kv_heads], cos, sin)
         return qk[:, : self.heads], qk[:, self.heads :], qkv[:, self.heads + self.kv_heads :]
 
     def _finish_layer(self, x: torch.Tensor, attn: torch.Tensor, layer: Layer) -> None:
         """Output projection, MLP, both residual adds, in place on x (float32)."""
-        x.add_(F.linear(attn, layer.o))
+        x.add_(layer.o(attn))
         h = F.rms_norm(x, (x.shape[-1],), layer.mlp_norm, self.eps).to(self.dtype)
-        gate, up = F.linear(h, layer.gate_up).chunk(2, dim=-1)
-        x.add_(F.linear(F.silu(gate) * up, layer.down))
+        gate, up = layer.gate_up(h).chunk(2, dim=-1)
+        x.add_(layer.down(F.silu(gate) * up))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """float32 logits [tokens, vocab] of final hidden states [tokens, hidden]."""
         h = F.rms_norm(x, (x.shape[-1],), self.norm, self.eps).to(self.dtype)
-        return F.linear(h, self.lm_head).float()
+        return self.lm_head(h).float()
 
     @torch.inference_mode()
     def prefill(

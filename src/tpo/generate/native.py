@@ -45,15 +45,18 @@ from tpo.thoughts import ThoughtFormat
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def load_native(path: str, dtype: str, device: str, trust_remote_code: bool) -> LlamaModel:
-    """The model at `path` for the native backend (its float32 weights, cast once)."""
+def load_native(
+    path: str, dtype: str, device: str, trust_remote_code: bool, int8: bool = False
+) -> LlamaModel:
+    """The model at `path` for the native backend (its float32 weights, cast or quantized
+    once)."""
     if device not in ("auto", "cpu"):
         raise ModelLoadError(
             f"generation.backend native runs on the CPU, not model.device {device!r}: "
             "use backend hf or vllm there"
         )
     hf_model = load_model(path, "float32", "cpu", trust_remote_code)
-    return LlamaModel(hf_model, DTYPES[dtype])
+    return LlamaModel(hf_model, DTYPES[dtype], int8=int8)
 
 
 class NativeGenerator:

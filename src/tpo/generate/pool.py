@@ -153,7 +153,9 @@ class NativeBackend:
 
         self.release()
         s = self.settings
-        self.model = load_native(path, s.dtype, s.device, s.trust_remote_code)
+        self.model = load_native(
+            path, s.dtype, s.device, s.trust_remote_code, int8=s.native.int8
+        )
         self.tokenizer, self.loaded = tokenizer, path
 
     def generator(self, batch_size: int) -> Generator:
