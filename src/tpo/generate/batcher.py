@@ -21,7 +21,7 @@ row from the longest common prefix of its ids with what the row holds, which is 
 backend runs budget forcing's second phase without computing prompt and thought again.
 
 `run` drives a fixed set of requests to the end (the batched generator); a server calls `add`
-from its request threads and `step` from one engine thread (`tpo.serve.batching`).
+from its request threads and `step` from one engine thread (`native_stream.NativeStreamer`).
 """
 
 from __future__ import annotations
@@ -128,6 +128,7 @@ class Batcher:
         self.waiting: deque[Request] = deque()
         self.lock = threading.Lock()  # guards `waiting` against request threads
         self.cache: KVCache | None = None
+        self.peak_rows = 0  # the most rows one decoding step ran (what batching achieved)
 
     @property
     def idle(self) -> bool:
@@ -216,6 +217,7 @@ class Batcher:
         tokens = torch.tensor([row.tokens[-1] for row in self.rows])
         positions = torch.tensor([row.length for row in self.rows])
         logits = self.model.decode(cache, tokens, positions)
+        self.peak_rows = max(self.peak_rows, len(self.rows))
         for row in self.rows:
             row.length += 1
         self._sampled(list(range(len(self.rows))), logits)

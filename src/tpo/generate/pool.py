@@ -153,9 +153,7 @@ class NativeBackend:
 
         self.release()
         s = self.settings
-        self.model = load_native(
-            path, s.dtype, s.device, s.trust_remote_code, int8=s.native.int8
-        )
+        self.model = load_native(path, s.dtype, s.device, s.trust_remote_code, int8=s.native.int8)
         self.tokenizer, self.loaded = tokenizer, path
 
     def generator(self, batch_size: int) -> Generator:
