@@ -9,6 +9,7 @@ then forced response (tpo's forcing rule, `generate_forced`), temperature 0.8, t
     python benchmarks/run.py gen        # native vs plain generate batch 32, K 4/8, thought 48/200
     python benchmarks/run.py levers     # one small table per lever
     python benchmarks/run.py offpolicy  # log-prob gap of bf16-sampled outputs, fp32 vs bf16
+    python benchmarks/run.py serve      # tpo serve's engine: 16 concurrent clients vs one at a time
     python benchmarks/run.py llamacpp   # vs llama-cpp-python (make bench-llamacpp installs it)
 
 Sizes come from the environment (BENCH_INSTRUCTIONS, BENCH_REPEATS, BENCH_RESPONSE) so a
@@ -321,4 +322,45 @@ def bench_llamacpp(models: Models) -> str:
         [Shape(4, 48), Shape(8, 200)],
         sides,
         "llama-cpp-python, single stream",
+    )
+
+
+def bench_serve(models: Models, clients: int = 16, tokens: int = 64) -> str:
+    """`tpo serve`'s engine: `clients` requests at once against the same requests one at a
+    time, total real tokens/s; hf (today's one-at-a-time streamer) and native."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tpo.generate.hf import HFStreamer
+    from tpo.generate.native_stream import NativeStreamer
+    from tpo.serve.engine import Engine
+
+    picked = random.Random(1).sample(builtin_split("train"), clients)
+    tok = models.tok
+    hf = Engine(HFStreamer(models.hf, tok), tok, FMT, thought_budget=32)
+    native = Engine(NativeStreamer(models.native("bfloat16"), tok, NativeConfig()), tok, FMT)
+    native.budget = hf.budget
+    params = SamplingParams(0.8, 0.95, tokens)
+
+    def serve(engine: Engine, workers: int) -> Side:
+        def run(prompts: list[str], shape: Shape, seed: int) -> int:
+            def one(i: int) -> int:
+                msg = [{"role": "user", "content": picked[i].text}]
+                return engine.complete(engine.render(msg), params, seed=seed + i).completion_tokens
+
+            with ThreadPoolExecutor(workers) as pool:
+                return sum(pool.map(one, range(clients)))
+
+        return run
+
+    sides = {
+        "hf, one at a time": serve(hf, 1),
+        "native, one at a time": serve(native, 1),
+        f"native, {clients} concurrent": serve(native, clients),
+    }
+    return compare(
+        models,
+        f"Serving: {clients} clients, {tokens} tokens each (thought budget 32)",
+        [Shape(1, 32, instructions=clients, response=tokens - 32)],
+        sides,
+        "hf, one at a time",
     )

@@ -30,6 +30,7 @@ GENERATION = {
     "levers": gen.bench_levers,
     "offpolicy": gen.bench_offpolicy,
     "llamacpp": gen.bench_llamacpp,
+    "serve": gen.bench_serve,
 }
 
 
@@ -66,7 +67,9 @@ def bench_train(steps_pairs: int = 8) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", nargs="*", default=["gen", "levers", "offpolicy", "train"])
+    parser.add_argument(
+        "which", nargs="*", default=["gen", "levers", "offpolicy", "serve", "train"]
+    )
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)

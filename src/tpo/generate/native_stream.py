@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tpo.config import NativeConfig
-from tpo.generate import Delta, SamplingParams
+from tpo.generate import Delta, SamplingParams, queued_deltas
 from tpo.generate.batcher import Batcher, PrefixStore, Request
 from tpo.generate.llama import LlamaModel
 from tpo.seeds import derive_seed
@@ -95,28 +95,14 @@ class NativeStreamer:
             params.top_p,
             key,
             then=self._ended,
-            on_token=tokens.put,
+            on_token=lambda t: tokens.put([t]),
         )
         self._queues[id(r)] = tokens
         with self._wake:
             self.batcher.add(r)
             self._wake.notify()
-        eos_id = self.tokenizer.eos_token_id
-        ids: list[int] = []
-        shown = ""
         try:
-            while (item := tokens.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise RuntimeError(f"generation failed: {item}") from item
-                eos = item == eos_id
-                if not eos:
-                    ids.append(item)
-                text = self._decode(ids)
-                if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-                    yield Delta("", 1, eos)
-                    continue
-                yield Delta(text[len(shown) :], 1, eos)
-                shown = text
+            yield from queued_deltas(tokens, self._decode, self.tokenizer.eos_token_id)
         finally:
             r.cancelled = True  # a no-op once it ended; else its row leaves at the next step
             self._queues.pop(id(r), None)

@@ -139,14 +139,8 @@ class OpenAIBackend:
             served.close()
 
 
-class NativeBackend:
+class NativeBackend(HFBackend):
     """tpo's CPU decoding loop (`generate/native.py`) over a Llama-family model."""
-
-    def __init__(self, settings: LoadSettings):
-        self.settings = settings
-        self.model: Any = None
-        self.tokenizer: Any = None
-        self.loaded: str | None = None
 
     def load(self, path: str, tokenizer: Any) -> None:
         from tpo.generate.native import load_native
@@ -161,10 +155,6 @@ class NativeBackend:
 
         native = self.settings.native
         return NativeGenerator(self.model, self.tokenizer, native, native.max_batch)
-
-    def release(self) -> None:
-        self.model = self.tokenizer = self.loaded = None
-        gc.collect()
 
 
 BACKENDS: dict[str, Callable[[LoadSettings], Backend]] = {
