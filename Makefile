@@ -15,7 +15,7 @@ VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed-$(subst =,,$(VLLM))
 VLLM_TESTS := tests/test_generate_vllm.py tests/test_serve_vllm.py
 
-.PHONY: setup demo test test-fast test-vllm vllm-env lint typecheck bench clean
+.PHONY: setup demo test test-fast test-vllm vllm-env lint typecheck bench bench-llamacpp clean
 
 setup: $(STAMP)
 
@@ -67,6 +67,11 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+# llama-cpp-python compiles llama.cpp for minutes: not part of setup
+bench-llamacpp: $(STAMP)
+	$(PY) -m pip install -q llama-cpp-python
+	$(PY) benchmarks/run.py llamacpp
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

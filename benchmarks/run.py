@@ -1,65 +1,31 @@
-"""Benchmarks, each a ratio against a baseline run side by side on the same machine and inputs.
+"""tpo's benchmarks: both sides of each comparison in one process, alternating, repeated.
 
     make bench                      # all, on the embedded model
     python benchmarks/run.py gen    # one
 
-- gen:   generation throughput (real tokens/s, padding after EOS not counted) of the settings
-         tpo uses (bf16 weights, prompts sorted by length) against plain fp32 unsorted batches.
+- gen, levers, offpolicy, llamacpp, serve: generation (benchmarks/gen.py: the native backend
+         against plain `generate` batch 32 and llama-cpp-python, one table per lever, the
+         off-policy gap of lower-precision weights, 16 concurrent clients of `tpo serve`).
 - train: DPO trained tokens/s and peak memory of tpo's training path against TRL's DPOTrainer
          on the same pairs, first losses side by side; then each lever (benchmarks/train.py).
-Timings are wall clock on this machine; the numbers to compare are the ratios.
+Timings are wall clock on this machine; the numbers to compare are the ratios. Each prints a
+markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import random
-import time
-from typing import Any
 
+import gen  # benchmarks/gen.py: a script's own folder is on sys.path
 import torch
 
-from tpo.config import PromptConfig
-from tpo.data import builtin_split
-from tpo.generate import SamplingParams
-from tpo.generate.hf import HFGenerator
-from tpo.models import load_model, load_tokenizer, resolve_model_path
-from tpo.thoughts import build_prompt, thought_format
-
-
-class Unsorted(HFGenerator):
-    """The baseline: batches in the caller's order (no length sorting)."""
-
-    def generate(self, prompts, params, seed):  # type: ignore[no-untyped-def]
-        torch.manual_seed(seed)
-        out = []
-        for start in range(0, len(prompts), self.batch_size):
-            out += self._batch(list(prompts[start : start + self.batch_size]), params)
-        return out
-
-
-def bench_gen(n: int = 32, tokens: int = 96) -> dict[str, Any]:
-    path = resolve_model_path("embedded")
-    tok = load_tokenizer(path)
-    rng = random.Random(0)
-    instructions = rng.sample(builtin_split("train"), n)
-    fmts = [thought_format(a, PromptConfig()) for a in ("tpo", "direct")]
-    prompts = [build_prompt(tok, fmts[i % 2], ins.text) for i, ins in enumerate(instructions)]
-    params = SamplingParams(0.8, 0.95, tokens)
-    rows = {}
-    for name, dtype, cls in [
-        ("fp32_unsorted", "float32", Unsorted),
-        ("bf16_sorted", "bfloat16", HFGenerator),
-    ]:
-        gen = cls(load_model(path, dtype), tok, batch_size=16, progress=False)
-        start = time.perf_counter()
-        outs = gen.generate(prompts, params, seed=0)
-        secs = time.perf_counter() - start
-        real = sum(o.num_tokens for o in outs)
-        rows[name] = {"seconds": round(secs, 1), "tokens": real, "tokens_per_s": real / secs}
-    rows["speedup"] = rows["bf16_sorted"]["tokens_per_s"] / rows["fp32_unsorted"]["tokens_per_s"]
-    return rows
+GENERATION = {
+    "gen": gen.bench_gen,
+    "levers": gen.bench_levers,
+    "offpolicy": gen.bench_offpolicy,
+    "llamacpp": gen.bench_llamacpp,
+    "serve": gen.bench_serve,
+}
 
 
 def bench_train() -> str:
@@ -71,16 +37,21 @@ def bench_train() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", nargs="*", default=["gen", "train"])
+    parser.add_argument(
+        "which",
+        nargs="*",
+        default=["gen", "levers", "offpolicy", "serve", "train"],
+        choices=[*GENERATION, "train"],
+    )
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
-    results = {}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    models = None
     for name in args.which:
-        results[name] = {"gen": bench_gen, "train": bench_train}[name]()
-        if isinstance(results[name], str):  # a markdown table
-            print(results[name], flush=True)
+        if name in GENERATION:
+            models = models or gen.Models()
+            print(GENERATION[name](models), flush=True)
         else:
-            print(json.dumps({name: results[name]}, indent=2), flush=True)
+            print(bench_train(), flush=True)
 
 
 if __name__ == "__main__":

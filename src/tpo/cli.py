@@ -279,6 +279,13 @@ def _serving_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=512, help="default new tokens per answer")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--backend",
+        choices=("hf", "native"),
+        default="hf",
+        help="hf: transformers generate, one request at a time (default); native: tpo's CPU "
+        "loop for Llama-family models, concurrent requests decoded in the same batches",
+    )
     p.add_argument("--trust-remote-code", action="store_true")
 
 
@@ -288,7 +295,9 @@ def _engine(args: argparse.Namespace) -> tuple[Any, str]:
     settings = resolve_settings(
         args.model, args.thought_prompt, args.no_marker, args.thought_budget
     )
-    engine = load_engine(args.model, settings, args.dtype, args.device, args.trust_remote_code)
+    engine = load_engine(
+        args.model, settings, args.dtype, args.device, args.trust_remote_code, args.backend
+    )
     budget = f", thought budget {settings.thought_budget}" if settings.thought_budget else ""
     return engine, f"thought format from {settings.source}{budget}"
 

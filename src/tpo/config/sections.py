@@ -87,7 +87,7 @@ class PromptConfig:
             require(bool(self.response_marker.strip()), "response_marker", "empty")
 
 
-BACKENDS = ("hf", "vllm", "openai")
+BACKENDS = ("hf", "vllm", "openai", "native")
 VLLM_FORCING = ("two_phase", "thinking_budget")
 
 
@@ -214,6 +214,34 @@ class OpenAIGenerationConfig:
         )
 
 
+@dataclass(frozen=True)
+class NativeConfig:
+    """generation.backend native: tpo's own decoding loop for Llama-family models on the CPU
+    (continuous batching, shared prefills; generate/native.py)."""
+
+    max_batch: int = opt(
+        256,
+        "Most sequences decoded together; the outputs of a generation batch beyond it wait "
+        "and join as others end.",
+    )
+    prefix_cache_tokens: int = opt(
+        65536,
+        "Most tokens of prompts (and, when serving, of finished outputs) whose keys and "
+        "values are kept for reuse; a generation batch starts with an empty cache.",
+    )
+    prefill_tokens: int = opt(2048, "Most prompt tokens computed in one forward pass.")
+    int8: bool = opt(
+        False,
+        "Linear weights in int8 (per-row scales, inputs quantized per call; generation.dtype "
+        "is then ignored): faster products, slightly other outputs (README, Speed).",
+    )
+
+    def __post_init__(self) -> None:
+        require(self.max_batch >= 1, "max_batch", "must be >= 1")
+        require(self.prefix_cache_tokens >= 0, "prefix_cache_tokens", "must be >= 0")
+        require(self.prefill_tokens >= 1, "prefill_tokens", "must be >= 1")
+
+
 def _template_ok(text: str, key: str, *, shell_words: bool) -> None:
     """`text` fills with {model} and {port} only (literal braces doubled) and, for a command,
     splits into words (quotes matched)."""
@@ -258,19 +286,22 @@ class GenerationConfig:
     batch_size: int = opt(
         16,
         "Outputs per generation batch, the unit written and resumed (hf: also the forward "
-        "batch; vllm schedules its own batches inside one, so make it large, e.g. 4096).",
+        "batch; vllm and native schedule their own batches inside one, so make it large, "
+        "e.g. 4096 for vllm, native.max_batch for native).",
     )
     backend: str = opt(
         "hf",
         "The engine of generation, evaluation and local LLM judges: hf (transformers "
         "`generate`) | vllm (vLLM's offline engine, settings in vllm; pip install 'tpo[vllm]') "
-        "| openai (an OpenAI-compatible completions endpoint, settings in openai).",
+        "| openai (an OpenAI-compatible completions endpoint, settings in openai) | native "
+        "(tpo's CPU decoding loop for Llama-family models, settings in native).",
     )
     dtype: str | None = opt(
         None, "Weights dtype for generation and eval (float32 | bfloat16); null = model.dtype."
     )
     vllm: VLLMConfig = section(VLLMConfig, "backend vllm")
     openai: OpenAIGenerationConfig = section(OpenAIGenerationConfig, "backend openai")
+    native: NativeConfig = section(NativeConfig, "backend native")
 
     def __post_init__(self) -> None:
         require(self.num_samples >= 2, "num_samples", "K must be >= 2 to form pairs")

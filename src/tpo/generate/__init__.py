@@ -19,7 +19,8 @@ outputs for the same continuations:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import queue
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -79,3 +80,26 @@ class GeneratorSource(Protocol):
         ...
 
     def release(self) -> None: ...
+
+
+def queued_deltas(
+    tokens: queue.Queue[Any], decode: Callable[[list[int]], str], eos_id: int
+) -> Iterator[Delta]:
+    """The Deltas of a generation that an engine thread feeds to `tokens`: lists of new token
+    ids, then None at the end (or the exception that stopped it). Text is decoded from all
+    ids so far; half of a multi-byte character waits for the rest."""
+    ids: list[int] = []
+    shown = ""
+    while (item := tokens.get()) is not None:
+        if isinstance(item, BaseException):
+            raise RuntimeError(f"generation failed: {item}") from item
+        ids.extend(item)
+        text = decode(ids)
+        if text.endswith("\ufffd"):
+            yield Delta("", len(item), eos_id in item)
+            continue
+        yield Delta(text[len(shown) :], len(item), eos_id in item)
+        shown = text
+    text = decode(ids)
+    if len(text) > len(shown):
+        yield Delta(text[len(shown) :], 0)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 from tpo.config import GenerationConfig
-from tpo.generate import Generator, SamplingParams, StreamingGenerator
+from tpo.generate import Completion, Generator, SamplingParams, StreamingGenerator
 from tpo.thoughts import ThoughtFormat, has_response_marker
 
 
@@ -196,19 +196,8 @@ def two_phase(
     caps each output's two phases together."""
     first = first_phase(params, budget)
     phase1 = generator.generate(prompts, first, seed)
-    plans = [
-        after_thought(
-            c.text,
-            finished=c.finished or c.num_tokens < first.max_new_tokens,
-            used=c.num_tokens,
-            params=params,
-            fmt=fmt,
-            budget=budget,
-        )
-        for c in phase1
-    ]
-    tails = [""] * len(prompts)
-    tokens = [c.num_tokens for c in phase1]
+    plans = [continuation(c, first, params=params, fmt=fmt, budget=budget) for c in phase1]
+    tails: list[Completion | None] = [None] * len(prompts)
     for limit in sorted({p.max_new_tokens for p in plans if p is not None}):
         todo = [i for i, p in enumerate(plans) if p is not None and p.max_new_tokens == limit]
         phase2 = generator.generate(
@@ -217,13 +206,37 @@ def two_phase(
             seed + 1,
         )
         for i, c in zip(todo, phase2, strict=True):
-            tails[i], tokens[i] = c.text, tokens[i] + c.num_tokens
-    return [
-        Generated(c.text, False, tokens[i])
-        if (p := plans[i]) is None
-        else Generated(p.head + tails[i], p.forced, tokens[i])
-        for i, c in enumerate(phase1)
-    ]
+            tails[i] = c
+    return [joined(c, p, t) for c, p, t in zip(phase1, plans, tails, strict=True)]
+
+
+def continuation(
+    phase1: Completion,
+    first: SamplingParams,
+    *,
+    params: SamplingParams,
+    fmt: ThoughtFormat,
+    budget: Budget,
+) -> Continuation | None:
+    """`after_thought` for the phase-1 completion of `first` (the params `first_phase` gave):
+    a thought ended before the budget when the model stopped or used fewer tokens."""
+    return after_thought(
+        phase1.text,
+        finished=phase1.finished or phase1.num_tokens < first.max_new_tokens,
+        used=phase1.num_tokens,
+        params=params,
+        fmt=fmt,
+        budget=budget,
+    )
+
+
+def joined(phase1: Completion, plan: Continuation | None, phase2: Completion | None) -> Generated:
+    """The output of both phases: phase 1 alone when there is no continuation, else the
+    continuation's head (the thought, trimmed and marked when forced) and phase 2's text."""
+    if plan is None:
+        return Generated(phase1.text, False, phase1.num_tokens)
+    assert phase2 is not None
+    return Generated(plan.head + phase2.text, plan.forced, phase1.num_tokens + phase2.num_tokens)
 
 
 # (text, tokens it stands for, finish reason so far: "stop" | "length")

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from tpo.generate import Completion, Delta, SamplingParams
+from tpo.generate import Completion, Delta, SamplingParams, queued_deltas
 
 
 def sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
@@ -152,23 +152,8 @@ class HFStreamer:
             target=self._work, args=(enc, params, seed, tokens, cancel), daemon=True
         )
         worker.start()
-        eos_id = self.tokenizer.eos_token_id
-        ids: list[int] = []
-        shown = ""
         try:
-            while (item := tokens.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise RuntimeError(f"generation failed: {item}") from item
-                ids.extend(item)
-                text = self._decode(ids)
-                if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-                    yield Delta("", len(item), eos_id in item)
-                    continue
-                yield Delta(text[len(shown) :], len(item), eos_id in item)
-                shown = text
-            text = self._decode(ids)
-            if len(text) > len(shown):
-                yield Delta(text[len(shown) :], 0)
+            yield from queued_deltas(tokens, self._decode, self.tokenizer.eos_token_id)
         finally:
             cancel.set()
             worker.join()

@@ -7,9 +7,10 @@ the pipeline calls it before training (which loads its own copy) and before a lo
 model loads.
 
 `generation.backend` picks the engine, an entry of `BACKENDS`: `hf` (transformers `generate`,
-the model in this process), `vllm` (vLLM's offline engine, `generate/vllm.py`) or `openai`
+the model in this process), `vllm` (vLLM's offline engine, `generate/vllm.py`), `openai`
 (an OpenAI-compatible endpoint; with a serve_command, a server started for each model and
-stopped on release, `generate/served.py`). The same setting serves the policy
+stopped on release, `generate/served.py`) or `native` (tpo's CPU decoding loop for
+Llama-family models, `generate/native.py`). The same setting serves the policy
 (`Generators.for_run`) and local LLM judges (`judge/backends.py`, with the judge's own model
 settings), so one engine type runs generation, evaluation and judging. The pipeline releases
 the pool when a run ends, also on Ctrl-C or an error, so no model server is left running.
@@ -24,7 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tpo.config import ConfigError, JudgeConfig, OpenAIGenerationConfig, RunConfig, VLLMConfig
+from tpo.config import (
+    ConfigError,
+    JudgeConfig,
+    NativeConfig,
+    OpenAIGenerationConfig,
+    RunConfig,
+    VLLMConfig,
+)
 from tpo.generate import Generator, GeneratorSource
 from tpo.models import load_model, load_tokenizer
 from tpo.thoughts import arm_format
@@ -43,6 +51,7 @@ class LoadSettings:
     # vllm with forcing: thinking_budget: (thought marker, forced text) of the run's format
     reasoning: tuple[str, str] | None = None
     openai: OpenAIGenerationConfig = field(default_factory=OpenAIGenerationConfig)
+    native: NativeConfig = field(default_factory=NativeConfig)
     log_dir: Path | None = None  # openai: where serve.log of started servers goes
 
 
@@ -137,10 +146,29 @@ class OpenAIBackend:
             served.close()
 
 
+class NativeBackend(HFBackend):
+    """tpo's CPU decoding loop (`generate/native.py`) over a Llama-family model."""
+
+    def load(self, path: str, tokenizer: Any) -> None:
+        from tpo.generate.native import load_native
+
+        self.release()
+        s = self.settings
+        self.model = load_native(path, s.dtype, s.device, s.trust_remote_code, int8=s.native.int8)
+        self.tokenizer, self.loaded = tokenizer, path
+
+    def generator(self, batch_size: int) -> Generator:
+        from tpo.generate.native import NativeGenerator
+
+        native = self.settings.native
+        return NativeGenerator(self.model, self.tokenizer, native, native.max_batch)
+
+
 BACKENDS: dict[str, Callable[[LoadSettings], Backend]] = {
     "hf": HFBackend,
     "vllm": _vllm,
     "openai": OpenAIBackend,
+    "native": NativeBackend,
 }
 
 
@@ -176,6 +204,7 @@ class Generators:
                 vllm=g.vllm,
                 reasoning=next(iter(markers), None) if wants_budget else None,
                 openai=g.openai,
+                native=g.native,
                 log_dir=log_dir,
             )
         )

@@ -106,6 +106,7 @@ class LocalLLM:
                     # a judge answers directly: no thought, so no forcing to do in vLLM
                     vllm=replace(self.generation.vllm, forcing="two_phase"),
                     openai=self.generation.openai,  # its serve_command serves the judge too
+                    native=self.generation.native,
                 )
             )
         return self._pool.generator(self.model, self.batch_size)

@@ -16,9 +16,11 @@ What it adds to a bare model, and where each rule is written (once, for training
   the sentence ends, the marker arrives or the budget runs out: streamed and whole answers are
   the same text, and a streamed thought lags by up to one sentence. Off by default; `tpo serve`
   takes it from the run's config when it serves a model from a run directory.
-- **One generation at a time** (`tpo.generate.hf.HFStreamer`): concurrent requests queue up and
-  never share a batch, a seed or a streamer. No batching across requests: this server is for
-  trying a model and small loads; `vllm serve` with `tpo.serve.vllm_parser` is for scale.
+- **One generation at a time** (`tpo.generate.hf.HFStreamer`, `--backend hf`): concurrent
+  requests queue up and never share a batch, a seed or a streamer. With `--backend native`
+  (`tpo.generate.native_stream.NativeStreamer`, Llama-family models on the CPU) concurrent
+  requests are decoded in the same batches, each with its own random stream. For scale on
+  GPUs: `vllm serve` with `tpo.serve.vllm_parser`.
 
 The backend is a `StreamingGenerator`: a fake one that yields scripted deltas drives the engine
 and the HTTP server deterministically in the tests.
@@ -245,15 +247,30 @@ def load_engine(
     dtype: str = "float32",
     device: str = "auto",
     trust_remote_code: bool = False,
+    backend: str = "hf",
 ) -> Engine:
-    from tpo.generate.hf import HFStreamer
-    from tpo.models import load_model, load_tokenizer
+    """The engine over `model` on `backend`: hf (`HFStreamer`, one request at a time) or
+    native (`NativeStreamer`, concurrent requests in the same batches)."""
+    from tpo.models import load_tokenizer
 
     tokenizer = load_tokenizer(model, trust_remote_code)
-    lm = load_model(model, dtype, device, trust_remote_code)
-    context = getattr(lm.config, "max_position_embeddings", None)
+    streamer: StreamingGenerator
+    if backend == "native":
+        from tpo.config import NativeConfig
+        from tpo.generate.native import load_native
+        from tpo.generate.native_stream import NativeStreamer
+
+        lm = load_native(model, dtype, device, trust_remote_code)
+        streamer, context = NativeStreamer(lm, tokenizer, NativeConfig()), lm.max_positions
+    else:
+        from tpo.generate.hf import HFStreamer
+        from tpo.models import load_model
+
+        hf_model = load_model(model, dtype, device, trust_remote_code)
+        context = getattr(hf_model.config, "max_position_embeddings", None)
+        streamer = HFStreamer(hf_model, tokenizer)
     return Engine(
-        HFStreamer(lm, tokenizer),
+        streamer,
         tokenizer,
         settings.fmt,
         no_marker=settings.no_marker,

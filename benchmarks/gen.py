@@ -1,0 +1,366 @@
+"""Generation benchmarks: the native backend against plain transformers `generate`.
+
+Every comparison runs its sides in this one process, alternating (A B A B ...), `repeats`
+times, on the same prompts, and reports the median and the spread (min-max) of real tokens/s:
+tokens the outputs hold, EOS counted, padding and the positions after EOS not. The shape is a
+TPO iteration's: `instructions` prompts of the tpo arm, each sampled K times, thought phase
+then forced response (tpo's forcing rule, `generate_forced`), temperature 0.8, top-p 0.95.
+
+    python benchmarks/run.py gen        # native vs plain generate batch 32, K 4/8, thought 48/200
+    python benchmarks/run.py levers     # one small table per lever
+    python benchmarks/run.py offpolicy  # log-prob gap of bf16-sampled outputs, fp32 vs bf16
+    python benchmarks/run.py serve      # tpo serve's engine: 16 concurrent clients vs one at a time
+    python benchmarks/run.py llamacpp   # vs llama-cpp-python (make bench-llamacpp installs it)
+
+Sizes come from the environment (BENCH_INSTRUCTIONS, BENCH_REPEATS, BENCH_RESPONSE) so a
+quick run on a shared machine and a full one use the same code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tpo.config import NativeConfig, PromptConfig
+from tpo.data import builtin_split
+from tpo.generate import SamplingParams
+from tpo.generate.forcing import Budget, generate_forced
+from tpo.generate.hf import HFGenerator
+from tpo.generate.llama import LlamaModel
+from tpo.generate.native import NativeGenerator
+from tpo.models import load_model, load_tokenizer, resolve_model_path
+from tpo.thoughts import build_prompt, thought_format
+
+FMT = thought_format("tpo", PromptConfig())
+INSTRUCTIONS = int(os.environ.get("BENCH_INSTRUCTIONS", "4"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+RESPONSE = int(os.environ.get("BENCH_RESPONSE", "64"))
+
+
+@dataclass(frozen=True)
+class Shape:
+    k: int
+    thought: int
+    instructions: int = INSTRUCTIONS
+    response: int = RESPONSE
+
+    def __str__(self) -> str:
+        return f"{self.instructions} x K={self.k}, thought {self.thought}, response {self.response}"
+
+
+class Plain(HFGenerator):
+    """The baseline: `model.generate` on batches of 32 in the caller's order."""
+
+    def generate(self, prompts, params, seed):  # type: ignore[no-untyped-def]
+        torch.manual_seed(seed)
+        out = []
+        for start in range(0, len(prompts), self.batch_size):
+            out += self._batch(list(prompts[start : start + self.batch_size]), params)
+        return out
+
+
+class Models:
+    """The embedded model loaded once per dtype, shared by every side."""
+
+    def __init__(self) -> None:
+        self.path = resolve_model_path("embedded")
+        self.tok = load_tokenizer(self.path)
+        self.hf = load_model(self.path, "float32", "cpu")
+        self._native: dict[tuple[str, bool], LlamaModel] = {}
+
+    def native(self, dtype: str, int8: bool = False) -> LlamaModel:
+        key = (dtype, int8)
+        if key not in self._native:
+            dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+            self._native[key] = LlamaModel(self.hf, dt, int8=int8)
+        return self._native[key]
+
+    def prompts(self, shape: Shape) -> list[str]:
+        rng = random.Random(0)
+        picked = rng.sample(builtin_split("train"), shape.instructions)
+        return [build_prompt(self.tok, FMT, ins.text) for ins in picked for _ in range(shape.k)]
+
+
+Side = Callable[[list[str], Shape, int], int]  # prompts, shape, seed -> real tokens made
+
+
+def _forced(generator: Any, prompts: list[str], shape: Shape, seed: int) -> int:
+    params = SamplingParams(0.8, 0.95, shape.thought + shape.response)
+    outs = generate_forced(
+        generator,
+        prompts,
+        params=params,
+        fmt=FMT,
+        budget=Budget(shape.thought, shape.response),
+        seed=seed,
+    )
+    return sum(o.num_tokens for o in outs)
+
+
+def native_side(models: Models, dtype: str = "bfloat16", **settings: Any) -> Side:
+    int8 = settings.pop("int8", False)
+
+    def run(prompts: list[str], shape: Shape, seed: int) -> int:
+        cfg = NativeConfig(**settings)
+        gen = NativeGenerator(models.native(dtype, int8), models.tok, cfg, cfg.max_batch)
+        return _forced(gen, prompts, shape, seed)
+
+    return run
+
+
+def plain_side(models: Models, batch: int = 32) -> Side:
+    def run(prompts: list[str], shape: Shape, seed: int) -> int:
+        return _forced(Plain(models.hf, models.tok, batch, progress=False), prompts, shape, seed)
+
+    return run
+
+
+@dataclass
+class Rates:
+    """Real tokens per wall second, and per CPU second of this process (all its threads):
+    on a machine other jobs share, the second says what the code costs, the first what it
+    got."""
+
+    wall: list[float]
+    cpu: list[float]
+
+
+def measure(
+    models: Models, sides: dict[str, Side], shape: Shape, repeats: int = REPEATS
+) -> dict[str, Rates]:
+    """Rates of each side, `repeats` runs each, the sides alternating."""
+    prompts = models.prompts(shape)
+    rates = {name: Rates([], []) for name in sides}
+    for r in range(repeats):
+        for name, side in sides.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            tokens = side(prompts, shape, r)
+            rates[name].wall.append(tokens / (time.perf_counter() - wall))
+            rates[name].cpu.append(tokens / (time.process_time() - cpu))
+    return rates
+
+
+Row = tuple[str, str, Rates, Rates | None]  # case, side, its rates, the baseline's
+
+
+def table(title: str, rows: list[Row]) -> str:
+    """Markdown: one row per (case, side): median, spread (min-max) and ratio to the
+    baseline's median, per wall second and per CPU second."""
+    lines = [
+        f"#### {title}",
+        "",
+        "| case | side | real tokens/s | spread | ratio | tokens/CPU-s | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    med = statistics.median
+    for case, side, r, base in rows:
+        wall = f"{med(r.wall) / med(base.wall):.2f}x" if base else "baseline"
+        cpu = f"{med(r.cpu) / med(base.cpu):.2f}x" if base else "baseline"
+        lines.append(
+            f"| {case} | {side} | {med(r.wall):.1f} | {min(r.wall):.1f}-{max(r.wall):.1f} "
+            f"| {wall} | {med(r.cpu):.1f} | {cpu} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def compare(
+    models: Models, title: str, shapes: list[Shape], sides: dict[str, Side], baseline: str
+) -> str:
+    rows: list[Row] = []
+    for shape in shapes:
+        rates = measure(models, sides, shape)
+        for name, r in rates.items():
+            rows.append((str(shape), name, r, None if name == baseline else rates[baseline]))
+    return table(title, rows)
+
+
+def bench_gen(models: Models) -> str:
+    shapes = [Shape(k, t) for k in (4, 8) for t in (48, 200)]
+    sides = {
+        "plain generate, fp32, batch 32": plain_side(models),
+        "native, bf16": native_side(models, "bfloat16"),
+        "native, fp32": native_side(models, "float32"),
+    }
+    return compare(
+        models,
+        "Generation: native vs plain `generate` batch 32",
+        shapes,
+        sides,
+        "plain generate, fp32, batch 32",
+    )
+
+
+def bench_levers(models: Models) -> str:
+    base = Shape(4, 48)
+    out = []
+    native = {"native bf16": native_side(models, "bfloat16")}
+    for title, shapes in [
+        ("Lever: K", [Shape(k, 48) for k in (2, 4, 8)]),
+        ("Lever: instructions", [Shape(4, 48, instructions=n) for n in (2, 4, 8)]),
+        ("Lever: max new tokens (thought)", [Shape(4, t) for t in (24, 48, 200)]),
+    ]:
+        measured = [measure(models, native, shape)["native bf16"] for shape in shapes]
+        rows: list[Row] = [  # ratios to the first, smallest case
+            (str(shape), "native bf16", r, None if i == 0 else measured[0])
+            for i, (shape, r) in enumerate(zip(shapes, measured, strict=True))
+        ]
+        out.append(table(title, rows))
+    sides = {
+        "native bf16": native_side(models, "bfloat16"),
+        "native fp32": native_side(models, "float32"),
+        "native int8 dynamic": native_side(models, "float32", int8=True),
+        "native bf16, no shared prefill": native_side(models, "bfloat16", prefix_cache_tokens=0),
+        "native bf16, max_batch 32": native_side(models, "bfloat16", max_batch=32),
+    }
+    out.append(
+        compare(models, "Lever: precision, prefix sharing, batch", [base], sides, "native bf16")
+    )
+    return "\n".join(out)
+
+
+def _sampled_logprob(model: Any, prompt_ids: list[int], out_ids: list[int]) -> float:
+    """Mean log-probability (temperature 1, whole vocabulary) of `out_ids` after the prompt."""
+    ids = torch.tensor([prompt_ids + out_ids])
+    with torch.inference_mode():
+        logp = model(ids).logits[0, len(prompt_ids) - 1 : -1].float().log_softmax(-1)
+    return float(logp.gather(1, torch.tensor(out_ids)[:, None]).mean())
+
+
+def bench_offpolicy(models: Models) -> str:
+    """Outputs sampled with the fast weights, scored by the float32 model and by the fast
+    model itself: the mean per-token log-prob gap is how far off-policy the samples are."""
+    shape = Shape(4, 48)
+    prompts = models.prompts(shape)
+    lines = [
+        "#### Off-policy gap of lower-precision weights",
+        "",
+        "| sampled with | outputs | mean log-prob, fp32 model | same, sampling model | gap |",
+        "|---|---|---|---|---|",
+    ]
+    for name, dtype, int8 in [("bf16", "bfloat16", False), ("int8", "float32", True)]:
+        fast = models.native(dtype, int8)
+        gen = NativeGenerator(fast, models.tok, NativeConfig(), 256)
+        outs = gen.generate(prompts, SamplingParams(0.8, 0.95, shape.thought), 0)
+        ref, own = [], []
+        for p, o in zip(prompts, outs, strict=True):
+            p_ids = models.tok(p, add_special_tokens=False)["input_ids"]
+            o_ids = models.tok(o.text, add_special_tokens=False)["input_ids"]
+            if not o_ids:
+                continue
+            ref.append(_sampled_logprob(models.hf, p_ids, o_ids))
+            own.append(_native_logprob(fast, p_ids, o_ids))
+        gap = statistics.mean(ref) - statistics.mean(own)
+        lines.append(
+            f"| {name} | {len(ref)} | {statistics.mean(ref):.4f} | "
+            f"{statistics.mean(own):.4f} | {gap:+.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _native_logprob(model: LlamaModel, prompt_ids: list[int], out_ids: list[int]) -> float:
+    from tpo.generate.llama import KVCache
+
+    ids = prompt_ids + out_ids
+    cache = KVCache(model, 1, len(ids))
+    logits = [model.prefill(cache, [0], [0], [ids[: len(prompt_ids)]])]
+    for pos in range(len(prompt_ids), len(ids) - 1):
+        logits.append(model.decode(cache, torch.tensor([ids[pos]]), torch.tensor([pos])))
+    logp = torch.cat(logits).log_softmax(-1)
+    return float(logp.gather(1, torch.tensor(out_ids)[:, None]).mean())
+
+
+class LlamaCpp:
+    """A `Generator` over llama-cpp-python, one stream at a time, on the embedded GGUF
+    (the same Q4_1 file the embedded model is dequantized from), top-k 50 as transformers."""
+
+    def __init__(self, threads: int):
+        from llama_cpp import Llama
+
+        from tpo.models import embedded_gguf_path
+
+        self.llm = Llama(
+            model_path=str(embedded_gguf_path()), n_ctx=2048, n_threads=threads, verbose=False
+        )
+
+    def generate(self, prompts, params, seed):  # type: ignore[no-untyped-def]
+        from tpo.generate import Completion
+
+        out = []
+        for i, p in enumerate(prompts):
+            r = self.llm.create_completion(
+                p,
+                max_tokens=params.max_new_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=50,
+                seed=seed * 1000 + i,
+            )
+            choice = r["choices"][0]
+            stop = choice["finish_reason"] == "stop"
+            n = r["usage"]["completion_tokens"] + int(stop)
+            out.append(Completion(choice["text"], stop, n))
+        return out
+
+
+def bench_llamacpp(models: Models) -> str:
+    llm = LlamaCpp(torch.get_num_threads())
+
+    def run(prompts: list[str], shape: Shape, seed: int) -> int:
+        return _forced(llm, prompts, shape, seed)
+
+    sides = {"llama-cpp-python, single stream": run, "native, bf16": native_side(models)}
+    return compare(
+        models,
+        "Generation: native vs llama.cpp single stream",
+        [Shape(4, 48), Shape(8, 200)],
+        sides,
+        "llama-cpp-python, single stream",
+    )
+
+
+def bench_serve(models: Models, clients: int = 16, tokens: int = 64) -> str:
+    """`tpo serve`'s engine: `clients` requests at once against the same requests one at a
+    time, total real tokens/s; hf (today's one-at-a-time streamer) and native."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tpo.generate.hf import HFStreamer
+    from tpo.generate.native_stream import NativeStreamer
+    from tpo.serve.engine import Engine
+
+    picked = random.Random(1).sample(builtin_split("train"), clients)
+    tok = models.tok
+    hf = Engine(HFStreamer(models.hf, tok), tok, FMT, thought_budget=32)
+    native = Engine(NativeStreamer(models.native("bfloat16"), tok, NativeConfig()), tok, FMT)
+    native.budget = hf.budget
+    params = SamplingParams(0.8, 0.95, tokens)
+
+    def serve(engine: Engine, workers: int) -> Side:
+        def run(prompts: list[str], shape: Shape, seed: int) -> int:
+            def one(i: int) -> int:
+                msg = [{"role": "user", "content": picked[i].text}]
+                return engine.complete(engine.render(msg), params, seed=seed + i).completion_tokens
+
+            with ThreadPoolExecutor(workers) as pool:
+                return sum(pool.map(one, range(clients)))
+
+        return run
+
+    sides = {
+        "hf, one at a time": serve(hf, 1),
+        "native, one at a time": serve(native, 1),
+        f"native, {clients} concurrent": serve(native, clients),
+    }
+    return compare(
+        models,
+        f"Serving: {clients} clients, {tokens} tokens each (thought budget 32)",
+        [Shape(1, 32, instructions=clients, response=tokens - 32)],
+        sides,
+        "hf, one at a time",
+    )
