@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,6 +145,12 @@ def measure(
             tokens = side(prompts, shape, r)
             rates[name].wall.append(tokens / (time.perf_counter() - wall))
             rates[name].cpu.append(tokens / (time.process_time() - cpu))
+            print(  # progress, to stderr: the tables go to stdout
+                f"  {shape} | {name} | run {r + 1}: {tokens} tokens, "
+                f"{rates[name].wall[-1]:.1f}/s, {rates[name].cpu[-1]:.1f}/CPU-s",
+                file=sys.stderr,
+                flush=True,
+            )
     return rates
 
 
