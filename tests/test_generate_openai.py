@@ -376,6 +376,8 @@ def shape(run: Path) -> dict[str, Any]:
     files = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
     out: dict[str, Any] = {"files": [f for f in files if f != "serve.log"]}
     for path in sorted(run.rglob("*.jsonl")):
+        if path.name == "train_log.jsonl":  # the trainer's log (timings), not records
+            continue
         records = [json.loads(line) for line in path.open()]
         keys = [(r.get("instruction_id", r.get("id")), r.get("index")) for r in records]
         assert len(keys) == len(set(keys)), f"duplicates in {path}"
