@@ -13,8 +13,8 @@
 
 `--set` takes any number of KEY=VALUE pairs (`--set a=1 b=2`), and may be repeated.
 
-Errors a user can fix (config, data, model path, run directory) print one line and exit 2;
-Ctrl-C exits 130 and a rerun of the same command resumes.
+Errors a user can fix (config, data, model path, run directory, a full disk or a read-only
+directory) print one line and exit 2; Ctrl-C exits 130 and a rerun of the same command resumes.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from tpo import storage_errors
 from tpo.config import ConfigError, RunConfig, load_config, preset_names, reference
 from tpo.data import DataError
 from tpo.generate import GenerationError
@@ -107,18 +108,18 @@ def cmd_stage(args: argparse.Namespace) -> int:
         return _stage_launched(run, args)
     if args.command == "eval" and args.questions and not args.export:
         raise ConfigError("--questions goes with --export DIR")
-    if args.redo:
-        d = run.iter_dir(arm, t)
-        for name in pipeline.STAGES[args.command][1]:
-            target = d / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            target.unlink(missing_ok=True)
-        run.clear(args.command, arm, t)
-        if args.command == "eval":  # and what compared this model's old outputs
-            clear_eval(run, arm, t)
     models = Generators.for_run(run.config, log_dir=run.root)
     with run.lock():
+        if args.redo:  # under the lock: never delete what another process writes
+            d = run.iter_dir(arm, t)
+            for name in pipeline.STAGES[args.command][1]:
+                target = d / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                target.unlink(missing_ok=True)
+            run.clear(args.command, arm, t)
+            if args.command == "eval":  # and what compared this model's old outputs
+                clear_eval(run, arm, t)
         try:
             summary = pipeline.run_stage(run, models, args.command, arm=arm, iteration=t)
             extras = _eval_extras(run, models, args) if args.command == "eval" else {}
@@ -264,6 +265,12 @@ def _serving_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load weights in pickle formats (.bin, .pt), which can run code (default: "
+        "safetensors only)",
+    )
 
 
 def _engine(args: argparse.Namespace) -> tuple[Any, str]:
@@ -272,7 +279,9 @@ def _engine(args: argparse.Namespace) -> tuple[Any, str]:
     settings = resolve_settings(
         args.model, args.thought_prompt, args.no_marker, args.thought_budget
     )
-    engine = load_engine(args.model, settings, args.dtype, args.device, args.trust_remote_code)
+    engine = load_engine(
+        args.model, settings, args.dtype, args.device, args.trust_remote_code, args.allow_pickle
+    )
     budget = f", thought budget {settings.thought_budget}" if settings.thought_budget else ""
     return engine, f"thought format from {settings.source}{budget}"
 
@@ -366,6 +375,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tpo: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # a full disk or a read-only directory, raised by any library
+        line = storage_errors.describe(exc)
+        if line is None:
+            raise
+        print(f"tpo: error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ class LoadSettings:
     dtype: str = "float32"
     device: str = "auto"  # hf only: vLLM runs on GPUs
     trust_remote_code: bool = False
+    allow_pickle: bool = False  # weights in pickle formats (.bin, .pt); else safetensors only
     seed: int = 0  # vllm: the engine's seed (each request is seeded on its own too)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
     # vllm with forcing: thinking_budget: (thought marker, forced text) of the run's format
@@ -77,7 +78,7 @@ class HFBackend:
     def load(self, path: str, tokenizer: Any) -> None:
         self.release()
         s = self.settings
-        self.model = load_model(path, s.dtype, s.device, s.trust_remote_code)
+        self.model = load_model(path, s.dtype, s.device, s.trust_remote_code, s.allow_pickle)
         self.tokenizer, self.loaded = tokenizer, path
 
     def generator(self, batch_size: int) -> Generator:
@@ -167,6 +168,7 @@ class Generators:
                 dtype=g.dtype or config.model.dtype,
                 device=config.model.device,
                 trust_remote_code=config.model.trust_remote_code,
+                allow_pickle=config.model.allow_pickle,
                 seed=config.seed,
                 vllm=g.vllm,
                 reasoning=reasoning_strings(fmt) if wants_budget else None,
@@ -182,7 +184,8 @@ class Generators:
 
     def generator(self, path: str, batch_size: int) -> tuple[Generator, Any]:
         if self.backend.loaded != path:
-            self.tokenizer = load_tokenizer(path, self.settings.trust_remote_code)
+            s = self.settings
+            self.tokenizer = load_tokenizer(path, s.trust_remote_code, s.allow_pickle)
             self.backend.load(path, self.tokenizer)
         return self.backend.generator(batch_size), self.tokenizer
 

@@ -244,12 +244,13 @@ def load_engine(
     dtype: str = "float32",
     device: str = "auto",
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
 ) -> Engine:
     from tpo.generate.hf import HFStreamer
     from tpo.models import load_model, load_tokenizer
 
-    tokenizer = load_tokenizer(model, trust_remote_code)
-    lm = load_model(model, dtype, device, trust_remote_code)
+    tokenizer = load_tokenizer(model, trust_remote_code, allow_pickle)
+    lm = load_model(model, dtype, device, trust_remote_code, allow_pickle)
     context = getattr(lm.config, "max_position_embeddings", None)
     return Engine(
         HFStreamer(lm, tokenizer),

@@ -34,6 +34,7 @@ from typing import Any
 from tpo.config import ModelConfig, TrainConfig
 from tpo.models import load_model, load_tokenizer, pick_device
 from tpo.records import Pair
+from tpo.train.guard import check_losses, finite_loss_callback, install
 
 
 def _dpo_args(cfg: TrainConfig, out: Path, seed: int, device: str) -> Any:
@@ -63,6 +64,7 @@ def _dpo_args(cfg: TrainConfig, out: Path, seed: int, device: str) -> Any:
         report_to="none",
         seed=seed,
         data_seed=seed,
+        logging_nan_inf_filter=False,  # a NaN loss must show, to stop (train/guard.py)
         use_cpu=device == "cpu",
         disable_tqdm=False,
         dataloader_num_workers=0,
@@ -164,8 +166,9 @@ def _trainer(
     from trl import DPOTrainer
 
     args = _dpo_args(cfg, work, seed, pick_device(model_cfg.device))  # before the model:
-    tokenizer = load_tokenizer(model_path, model_cfg.trust_remote_code)  # ZeRO-3 partitions
-    model = load_model(model_path, model_cfg.dtype, "cpu", model_cfg.trust_remote_code)  # on load
+    trust, pickle = model_cfg.trust_remote_code, model_cfg.allow_pickle  # ZeRO-3 partitions
+    tokenizer = load_tokenizer(model_path, trust, pickle)  # the weights while loading them
+    model = load_model(model_path, model_cfg.dtype, "cpu", trust, pickle)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     trainer = DPOTrainer(
         model=model,
@@ -173,6 +176,7 @@ def _trainer(
         train_dataset=_pairs_dataset(pairs, work / "pairs", PartialState()),
         processing_class=tokenizer,
         peft_config=_lora(cfg) if cfg.method == "lora" else None,
+        callbacks=[finite_loss_callback()],
     )
     recorder = _Recorder(trainer.data_collator)  # after the reference pass, which uses it too
     trainer.data_collator = recorder
@@ -217,6 +221,7 @@ def train_dpo(
     started = time.time()
     result = trainer.train()
     seconds = time.time() - started
+    check_losses(trainer, result, cfg.learning_rate)
     acc = trainer.accelerator
     sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
     own = None if sharded else weights_digest(acc.unwrap_model(trainer.model))
@@ -230,8 +235,7 @@ def train_dpo(
     acc.wait_for_everyone()
     if not acc.is_main_process:
         return None
-    shutil.rmtree(out_dir, ignore_errors=True)
-    partial.rename(out_dir)
+    install(partial, out_dir)
     shutil.rmtree(work, ignore_errors=True)
     summary = _summary(trainer, result, len(pairs), seconds)
     del trainer, acc
