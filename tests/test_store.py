@@ -31,13 +31,26 @@ def test_unknown_field_is_named(tmp_path):
 
 
 def test_run_dir_refuses_a_different_config(tmp_path):
-    RunDir.open(tmp_path / "run", load_config(preset="tiny"))
+    run = RunDir.open(tmp_path / "run", load_config(preset="tiny"))
+    run.mark_done("data")
     RunDir.open(tmp_path / "run", load_config(preset="tiny"))  # same config: resume is fine
     other = load_config(preset="tiny", overrides=["generation.num_samples=3"])
     with pytest.raises(
         StoreError, match=r"different config: generation\.num_samples \(4 there, 3 now\)"
     ):
         RunDir.open(tmp_path / "run", other)
+
+
+def test_a_run_dir_where_nothing_finished_takes_the_new_config(tmp_path, capfd):
+    """A first run that stopped before any stage finished (a data error, say) does not bind
+    its directory to the config that failed; one another process holds still refuses."""
+    RunDir.open(tmp_path / "run", load_config(preset="tiny"))
+    other = load_config(preset="tiny", overrides=["generation.num_samples=3"])
+    with RunDir.load(tmp_path / "run").lock(), pytest.raises(StoreError, match="different"):
+        RunDir.open(tmp_path / "run", other)
+    assert RunDir.open(tmp_path / "run", other).config.generation.num_samples == 3
+    assert RunDir.load(tmp_path / "run").config.generation.num_samples == 3
+    assert "no stage of it finished, so its config is replaced" in capfd.readouterr().err
 
 
 def test_lock_is_exclusive(tmp_path):
@@ -107,6 +120,7 @@ def test_a_run_directory_saved_with_flat_judge_keys_still_resumes(tmp_path):
     root = tmp_path / "old-run"
     root.mkdir()
     (root / "config.yaml").write_text(yaml.safe_dump(old))
+    (root / "manifest.json").write_text('{"done": {"data": {}}}')  # a run under way
     assert RunDir.open(root, today).config == today  # resumes: no "different config"
     assert RunDir.load(root).config == today
     other = load_config(preset="tiny", overrides=["judge.type=verifier"])
