@@ -452,6 +452,13 @@ def test_items_whose_calls_always_fail_are_recorded_and_only_they_are_asked_agai
     assert not any(s.error == "judge_failed" for s in again) and len(again) == 32
 
 
+def scoring(run: RunDir) -> tuple[Path, list[Sample], dict[str, Instruction]]:
+    """What `score_samples` takes for tpo iteration 1 of `run`."""
+    samples = read_jsonl(run.iter_dir("tpo", 1) / "samples.jsonl", Sample.from_dict)
+    by_id = {i.id: i for i in train_instructions(run, 1)}
+    return run.iter_dir("tpo", 1) / "scores.jsonl", samples, by_id
+
+
 class RaisingJudge:
     """A judge (not over HTTP) that raises for the instructions in `bad`, as a judge with a
     bug or an input it cannot take would; scores the rest by the number in the response."""
@@ -474,10 +481,7 @@ class RaisingJudge:
 def test_a_judge_that_raises_for_some_items_fails_only_those(
     server: FakeServer, tmp_path: Path
 ) -> None:
-    run = make_run(tmp_path, server.url)
-    path = run.iter_dir("tpo", 1) / "scores.jsonl"
-    samples = read_jsonl(run.iter_dir("tpo", 1) / "samples.jsonl", Sample.from_dict)
-    by_id = {i.id: i for i in train_instructions(run, 1)}
+    path, samples, by_id = scoring(make_run(tmp_path, server.url))
     ids = list(by_id)
     judge = RaisingJudge({ids[3], ids[5]})
     scores = score_samples(path, samples, by_id, judge, chunk=16)
@@ -493,10 +497,7 @@ def test_a_judge_that_raises_for_some_items_fails_only_those(
 def test_a_judge_that_raises_for_every_item_stops_with_one_line(
     server: FakeServer, tmp_path: Path
 ) -> None:
-    run = make_run(tmp_path, server.url)
-    path = run.iter_dir("tpo", 1) / "scores.jsonl"
-    samples = read_jsonl(run.iter_dir("tpo", 1) / "samples.jsonl", Sample.from_dict)
-    by_id = {i.id: i for i in train_instructions(run, 1)}
+    path, samples, by_id = scoring(make_run(tmp_path, server.url))
     with pytest.raises(JudgeError, match="raised for all 15 responses asked so far") as info:
         score_samples(path, samples, by_id, RaisingJudge(set(by_id)), chunk=16)
     assert "\n" not in str(info.value)

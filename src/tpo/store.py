@@ -48,8 +48,8 @@ def warn(message: str) -> None:
     print(f"[tpo] warning: {message}", file=sys.stderr, flush=True)
 
 
-def _sync_dir(path: Path) -> None:
-    """fsync a directory, so that a rename in it survives a power cut."""
+def sync_path(path: Path) -> None:
+    """fsync a file or a directory (so that a rename in it survives a power cut)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -66,7 +66,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.fsync(f.fileno())
     faults.reached(f"write:{path}")
     os.replace(tmp, path)
-    _sync_dir(path.parent)
+    sync_path(path.parent)
 
 
 def write_json(path: Path, data: Any) -> None:

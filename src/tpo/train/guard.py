@@ -17,13 +17,13 @@ the rename (`tpo.faults`).
 from __future__ import annotations
 
 import math
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from tpo import faults
 from tpo.models import checkpoint_problem
+from tpo.store import sync_path
 from tpo.train.launch import TrainError
 
 
@@ -62,14 +62,6 @@ def check_losses(trainer: Any, result: Any, learning_rate: float) -> None:
         )
 
 
-def _sync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def install(partial: Path, out_dir: Path) -> None:
     """Move the model saved in `partial` to `out_dir`, once it is checked whole and synced."""
     faults.reached("save:partial")
@@ -77,8 +69,8 @@ def install(partial: Path, out_dir: Path) -> None:
     if why:
         raise TrainError(f"the model saved in {partial} is not whole ({why}); rerun to retrain")
     for path in [*partial.rglob("*"), partial]:
-        _sync(path)
+        sync_path(path)
     shutil.rmtree(out_dir, ignore_errors=True)
     partial.rename(out_dir)
-    _sync(out_dir.parent)
+    sync_path(out_dir.parent)
     faults.reached("save:renamed")
