@@ -7,6 +7,8 @@ OpenAI-compatible server for the judges' and the generation backend's tests.
 `GET /v1/models` lists `model_ids`. `failures` are consumed one per POST ("ok": answer
 normally), then `always` applies: "401", "500", "429" (with Retry-After: 0), "malformed" (a
 200 whose body is not JSON), "hang" (answer after `hang_s`, past a short client timeout).
+`fault_for(body)`, when set, picks the failure for each request by its content (None: the
+above), so that some items fail every time and others never do.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class FakeServer:
         self.requests = 0
         self.bodies: list[dict[str, Any]] = []
         self.hang_s = 1.0
+        self.fault_for: Callable[[dict[str, Any]], str | None] | None = None
         self._lock = threading.Lock()
         fake = self
 
@@ -107,6 +110,8 @@ class FakeServer:
             self.requests += 1
             self.bodies.append(body)
             failure = self.failures.pop(0) if self.failures else self.always
+        if self.fault_for is not None:
+            failure = self.fault_for(body) or failure
         if h.path not in ("/v1/chat/completions", "/v1/completions"):
             return self.send(h, 404, '{"error": {"message": "no such route"}}')
         if self.api_key and h.headers.get("Authorization") != f"Bearer {self.api_key}":

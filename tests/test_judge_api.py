@@ -407,3 +407,98 @@ def test_cli_wrong_key_is_one_error_line(server: FakeServer, tmp_path: Path) -> 
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("tpo: error:")]
     assert len(errors) == 1 and "HTTP 401" in errors[0], proc.stderr[-2000:]
+
+
+# --- faults for some items only: the run goes on, the failures are recorded -------------------
+
+FAULTY = (1, 3, 5, 7)  # the prompts whose calls fail, each by one of
+FAULT_KINDS = ("500", "429", "hang", "malformed")
+
+
+def test_items_whose_calls_always_fail_are_recorded_and_only_they_are_asked_again(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    """Four prompts' calls always fail, each its own way (HTTP 500, 429, a hang past the
+    timeout, a body that is not JSON); the other four answer (one call at a time, so that no
+    two failing prompts are asked in a row). The stage finishes, records the 15 failures (one
+    of those prompts has a parse failure, never asked) as judge_failed and counts them;
+    judging the file again asks only those 15."""
+    run = make_run(
+        tmp_path, server.url, type="pointwise", concurrency=1, max_retries=1, timeout_s=0.2
+    )
+    server.hang_s = 0.5
+    instructions = train_instructions(run, 1)
+    faults = {instructions[q].text: kind for q, kind in zip(FAULTY, FAULT_KINDS, strict=True)}
+
+    def fault_for(body: dict[str, Any]) -> str | None:
+        prompt = body["messages"][-1]["content"]
+        return next((kind for text, kind in faults.items() if text in prompt), None)
+
+    server.fault_for = fault_for
+    judge_samples(run, arm="tpo", iteration=1)
+    summary = run.manifest()["done"]["tpo/iter_1/judge"]
+    assert summary["failed"] == 1 + 15 and summary["call_failures"] == 15  # + the parse failure
+    path = run.iter_dir("tpo", 1) / "scores.jsonl"
+    scores = read_jsonl(path, Score.from_dict)
+    failed = {s.instruction_id for s in scores if s.error == "judge_failed"}
+    assert failed == {instructions[q].id for q in FAULTY}
+    assert all(s.value is not None for s in scores if s.error is None)
+    server.fault_for = None  # the endpoint recovered
+    before = server.requests
+    samples = read_jsonl(run.iter_dir("tpo", 1) / "samples.jsonl", Sample.from_dict)
+    judge = make_judge(run.config.judge, run.root)
+    again = score_samples(path, samples, {i.id: i for i in instructions}, judge)
+    assert server.requests - before == 15
+    assert not any(s.error == "judge_failed" for s in again) and len(again) == 32
+
+
+def scoring(run: RunDir) -> tuple[Path, list[Sample], dict[str, Instruction]]:
+    """What `score_samples` takes for tpo iteration 1 of `run`."""
+    samples = read_jsonl(run.iter_dir("tpo", 1) / "samples.jsonl", Sample.from_dict)
+    by_id = {i.id: i for i in train_instructions(run, 1)}
+    return run.iter_dir("tpo", 1) / "scores.jsonl", samples, by_id
+
+
+class RaisingJudge:
+    """A judge (not over HTTP) that raises for the instructions in `bad`, as a judge with a
+    bug or an input it cannot take would; scores the rest by the number in the response."""
+
+    name = "raising"
+
+    def __init__(self, bad: set[str]):
+        from tpo.judge import JudgeStats
+
+        self.bad = bad
+        self.stats = JudgeStats()
+
+    def score(self, items: Any) -> list[float | None]:
+        if any(item.instruction.id in self.bad for item in items):
+            raise RuntimeError("CUDA error: device-side assert triggered\nmore lines")
+        self.stats.calls += len(items)
+        return [float(number(item.response)) for item in items]
+
+
+def test_a_judge_that_raises_for_some_items_fails_only_those(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    path, samples, by_id = scoring(make_run(tmp_path, server.url))
+    ids = list(by_id)
+    judge = RaisingJudge({ids[3], ids[5]})
+    scores = score_samples(path, samples, by_id, judge, chunk=16)
+    assert judge.stats.raised == 8
+    assert judge.stats.last_error == "RuntimeError: CUDA error: device-side assert triggered"
+    assert {s.instruction_id for s in scores if s.error == "judge_failed"} == {ids[3], ids[5]}
+    assert sum(s.value is not None for s in scores) == 32 - 8 - 1  # and the parse failure
+    fixed = RaisingJudge(set())
+    assert len(score_samples(path, samples, by_id, fixed)) == 32
+    assert fixed.stats.calls == 8  # resume asked again only what raised
+
+
+def test_a_judge_that_raises_for_every_item_stops_with_one_line(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    path, samples, by_id = scoring(make_run(tmp_path, server.url))
+    with pytest.raises(JudgeError, match="raised for all 15 responses asked so far") as info:
+        score_samples(path, samples, by_id, RaisingJudge(set(by_id)), chunk=16)
+    assert "\n" not in str(info.value)
+    assert len(read_jsonl(path, Score.from_dict)) == 16  # the first chunk's failures, kept

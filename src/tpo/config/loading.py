@@ -93,7 +93,9 @@ def _unknown_key(cls: type, key: str, fields: list[str], prefix: str) -> ConfigE
         return ConfigError(f"unknown config key '{prefix}{key}' (now {prefix}{moved})")
     close = difflib.get_close_matches(str(key), fields, n=1)
     hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-    return ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+    name = f"{prefix}{key}"
+    shown = f"'{name}'" if name.isprintable() else repr(name)  # one line, whatever the key
+    return ConfigError(f"unknown config key {shown}{hint}")
 
 
 def expand_shorthands(cls: type, data: Any) -> Any:

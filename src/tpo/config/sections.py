@@ -45,6 +45,11 @@ class ModelConfig:
         "hf; vllm always runs on GPUs).",
     )
     trust_remote_code: bool = opt(False, "Allow model repositories that ship custom code.")
+    allow_pickle: bool = opt(
+        False,
+        "Allow weights in pickle formats (.bin, .pt), which can run code when loaded; "
+        "false = safetensors only.",
+    )
 
     def __post_init__(self) -> None:
         require(bool(self.name_or_path), "name_or_path", "must not be empty")
@@ -365,6 +370,7 @@ class RewardModelConfig:
     dtype: str = opt("auto", JUDGE_DTYPE_DOC.capitalize())
     device: str = opt("auto", "auto | cpu | cuda.")
     trust_remote_code: bool = opt(False, "Allow a reward model with custom code (ArmoRM: true).")
+    allow_pickle: bool = opt(False, "Allow reward model weights in pickle formats (.bin, .pt).")
 
     def __post_init__(self) -> None:
         require(self.max_length >= 16, "max_length", "must be >= 16")
@@ -388,6 +394,9 @@ class LLMJudgeConfig:
     dtype: str = opt("auto", f"backend local: {JUDGE_DTYPE_DOC}")
     device: str = opt("auto", "backend local: auto | cpu | cuda (hf; vllm runs on GPUs).")
     trust_remote_code: bool = opt(False, "backend local: allow a judge model with custom code.")
+    allow_pickle: bool = opt(
+        False, "backend local: allow judge weights in pickle formats (.bin, .pt)."
+    )
     openai: EndpointConfig = section(EndpointConfig, "backend openai")
 
     def __post_init__(self) -> None:

@@ -46,7 +46,12 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def load_native(
-    path: str, dtype: str, device: str, trust_remote_code: bool, int8: bool = False
+    path: str,
+    dtype: str,
+    device: str,
+    trust_remote_code: bool,
+    int8: bool = False,
+    allow_pickle: bool = False,
 ) -> LlamaModel:
     """The model at `path` for the native backend (its float32 weights, cast or quantized
     once)."""
@@ -55,7 +60,7 @@ def load_native(
             f"generation.backend native runs on the CPU, not model.device {device!r}: "
             "use backend hf or vllm there"
         )
-    hf_model = load_model(path, "float32", "cpu", trust_remote_code)
+    hf_model = load_model(path, "float32", "cpu", trust_remote_code, allow_pickle)
     return LlamaModel(hf_model, DTYPES[dtype], int8=int8)
 
 

@@ -46,6 +46,7 @@ class LoadSettings:
     dtype: str = "float32"
     device: str = "auto"  # hf only: vLLM runs on GPUs
     trust_remote_code: bool = False
+    allow_pickle: bool = False  # weights in pickle formats (.bin, .pt); else safetensors only
     seed: int = 0  # vllm: the engine's seed (each request is seeded on its own too)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
     # vllm with forcing: thinking_budget: (thought marker, forced text) of the run's format
@@ -86,7 +87,7 @@ class HFBackend:
     def load(self, path: str, tokenizer: Any) -> None:
         self.release()
         s = self.settings
-        self.model = load_model(path, s.dtype, s.device, s.trust_remote_code)
+        self.model = load_model(path, s.dtype, s.device, s.trust_remote_code, s.allow_pickle)
         self.tokenizer, self.loaded = tokenizer, path
 
     def generator(self, batch_size: int) -> Generator:
@@ -154,7 +155,9 @@ class NativeBackend(HFBackend):
 
         self.release()
         s = self.settings
-        self.model = load_native(path, s.dtype, s.device, s.trust_remote_code, int8=s.native.int8)
+        self.model = load_native(
+            path, s.dtype, s.device, s.trust_remote_code, s.native.int8, s.allow_pickle
+        )
         self.tokenizer, self.loaded = tokenizer, path
 
     def generator(self, batch_size: int) -> Generator:
@@ -200,6 +203,7 @@ class Generators:
                 dtype=g.dtype or config.model.dtype,
                 device=config.model.device,
                 trust_remote_code=config.model.trust_remote_code,
+                allow_pickle=config.model.allow_pickle,
                 seed=config.seed,
                 vllm=g.vllm,
                 reasoning=next(iter(markers), None) if wants_budget else None,
@@ -216,7 +220,8 @@ class Generators:
 
     def generator(self, path: str, batch_size: int) -> tuple[Generator, Any]:
         if self.backend.loaded != path:
-            self.tokenizer = load_tokenizer(path, self.settings.trust_remote_code)
+            s = self.settings
+            self.tokenizer = load_tokenizer(path, s.trust_remote_code, s.allow_pickle)
             self.backend.load(path, self.tokenizer)
         return self.backend.generator(batch_size), self.tokenizer
 

@@ -38,7 +38,8 @@ class JudgeStats:
     """What a judge did. `calls` are model or API calls made (cache hits are not calls);
     `failed` calls gave no answer after all retries; `unparsed` answers had no verdict or score;
     `ties` are pairwise comparisons judged a tie (identical responses included);
-    `failing_streak` counts the failed calls since the last answer."""
+    `failing_streak` counts the failed calls since the last answer; `raised` counts the items
+    the judge raised an exception for (scored as failures by the judge stage)."""
 
     calls: int = 0
     cached: int = 0
@@ -49,6 +50,7 @@ class JudgeStats:
     last_error: str | None = None
     failing_streak: int = 0  # calls failed in a row, up to the latest
     answers: int = 0  # LLM answers read for a verdict or score, cache hits included
+    raised: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

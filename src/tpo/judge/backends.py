@@ -78,6 +78,7 @@ class LocalLLM:
         self.batch_size = cfg.batch_size
         self.max_new_tokens = cfg.max_new_tokens
         self.trust_remote_code = cfg.trust_remote_code
+        self.allow_pickle = cfg.allow_pickle
         self.generation = generation or GenerationConfig()
         self._pool: Any = None
 
@@ -103,6 +104,7 @@ class LocalLLM:
                     dtype=_resolve_dtype(self.dtype, device),
                     device=device,
                     trust_remote_code=self.trust_remote_code,
+                    allow_pickle=self.allow_pickle,
                     # a judge answers directly: no thought, so no forcing to do in vLLM
                     vllm=replace(self.generation.vllm, forcing="two_phase"),
                     openai=self.generation.openai,  # its serve_command serves the judge too

@@ -63,6 +63,7 @@ class RewardModelJudge:
         self.dtype = cfg.dtype
         self.device = cfg.device
         self.trust_remote_code = cfg.trust_remote_code
+        self.allow_pickle = cfg.allow_pickle
         self.cache = cache
         self.stats = JudgeStats()
         self.identity = f"reward_model:{cfg.model}:max_length={cfg.max_length}"
@@ -95,10 +96,18 @@ class RewardModelJudge:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         from transformers import PretrainedConfig as Config
 
-        from tpo.models import pick_device, resolve_model_path
+        from tpo.models import ModelLoadError, check_checkpoint, pick_device, resolve_model_path
 
         path = resolve_model_path(self.model_name)
         trust = self.trust_remote_code
+        try:
+            check_checkpoint(
+                path,
+                allow_pickle=self.allow_pickle,
+                setting="judge.reward_model.allow_pickle: true",
+            )
+        except ModelLoadError as exc:
+            raise JudgeError(f"reward model: {exc}") from None
         try:
             config, _ = Config.get_config_dict(path)
             check_reward_model(self.model_name, config, trust)
@@ -112,7 +121,11 @@ class RewardModelJudge:
                 else "float32"
             )
             model, info = AutoModelForSequenceClassification.from_pretrained(
-                path, dtype=getattr(torch, dtype), trust_remote_code=trust, output_loading_info=True
+                path,
+                dtype=getattr(torch, dtype),
+                trust_remote_code=trust,
+                output_loading_info=True,
+                use_safetensors=None if self.allow_pickle else True,
             )
         except JudgeError:
             raise

@@ -28,6 +28,7 @@ from tpo.console import log, stage_done
 from tpo.data.split import heldout_instructions, train_instructions
 from tpo.judge import Judge, JudgeError, JudgeItem, JudgeStats
 from tpo.judge.build import make_judge
+from tpo.models import first_line
 from tpo.records import Instruction, Sample, Score
 from tpo.store import RunDir, append_jsonl, read_jsonl, write_jsonl
 
@@ -47,6 +48,8 @@ def judge_summary(stats: JudgeStats, seconds: float) -> dict[str, Any]:
         out["retries"] = stats.retries
     if stats.unparsed:
         out["unparsed"] = stats.unparsed
+    if stats.raised:
+        out["raised"] = stats.raised
     if stats.last_error:
         out["last_error"] = stats.last_error[:200]
     return out
@@ -100,11 +103,43 @@ def _standing_scores(path: Path, samples: Sequence[Sample]) -> set[tuple[str, in
     return {(sc.instruction_id, sc.index) for sc in existing}
 
 
+def _group_values(
+    parsed: Sequence[Sample], instructions: Mapping[str, Instruction], judge: Judge
+) -> tuple[list[float | None], int]:
+    """The judge's values for `parsed` samples, and how many of them raised. A judge that
+    raises (a bug, one input it cannot take) is asked again one instruction at a time, so
+    the items of other instructions still get their scores; the items whose call raised are
+    failures (None), counted in its stats and redone on resume."""
+    items = [JudgeItem(instructions[s.instruction_id], s.response) for s in parsed]
+    try:
+        return judge.score(items), 0
+    except (JudgeError, KeyboardInterrupt):
+        raise
+    except Exception:
+        pass
+    values: list[float | None] = []
+    raised = 0
+    for group in _chunks_by_instruction(parsed, 1):
+        try:
+            values += judge.score(
+                [JudgeItem(instructions[s.instruction_id], s.response) for s in group]
+            )
+        except (JudgeError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            values += [None] * len(group)
+            raised += len(group)
+            judge.stats.raised += len(group)
+            judge.stats.last_error = f"{type(exc).__name__}: {first_line(exc)}"
+    return values, raised
+
+
 def _judge_chunk(
     batch: Sequence[Sample], instructions: Mapping[str, Instruction], judge: Judge
-) -> list[Score]:
+) -> tuple[list[Score], int]:
+    """Scores of a chunk of samples, and how many judgeable ones raised in the judge."""
     parsed = [s for s in batch if s.parsed_ok]
-    values = judge.score([JudgeItem(instructions[s.instruction_id], s.response) for s in parsed])
+    values, raised = _group_values(parsed, instructions, judge)
     value_of = {(s.instruction_id, s.index): v for s, v in zip(parsed, values, strict=True)}
     records = []
     for s in batch:
@@ -114,7 +149,7 @@ def _judge_chunk(
             v = value_of[(s.instruction_id, s.index)]
             error = None if v is not None else JUDGE_FAILED
             records.append(Score(s.instruction_id, s.index, judge.name, v, error))
-    return records
+    return records, raised
 
 
 def score_samples(
@@ -130,11 +165,20 @@ def score_samples(
     done = _standing_scores(path, samples)
     todo = [s for s in samples if (s.instruction_id, s.index) not in done]
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=desc, unit="sample")
+    asked = raised = 0
     try:
         for batch in _chunks_by_instruction(todo, chunk):
-            append_jsonl(path, (r.to_dict() for r in _judge_chunk(batch, instructions, judge)))
+            records, chunk_raised = _judge_chunk(batch, instructions, judge)
+            append_jsonl(path, (r.to_dict() for r in records))
             bar.update(len(batch))
+            asked += sum(s.parsed_ok for s in batch)
+            raised += chunk_raised
             stats = judge.stats
+            if raised and raised == asked:
+                raise JudgeError(
+                    f"judge {judge.name} raised for all {asked} responses asked so far (last: "
+                    f"{stats.last_error}); scores so far are in {path}; rerun to resume"
+                )
             if stats.calls and stats.failed == stats.calls:
                 raise JudgeError(
                     f"all {stats.calls} calls of judge {judge.name} failed (last: "

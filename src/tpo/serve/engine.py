@@ -248,25 +248,26 @@ def load_engine(
     device: str = "auto",
     trust_remote_code: bool = False,
     backend: str = "hf",
+    allow_pickle: bool = False,
 ) -> Engine:
     """The engine over `model` on `backend`: hf (`HFStreamer`, one request at a time) or
     native (`NativeStreamer`, concurrent requests in the same batches)."""
     from tpo.models import load_tokenizer
 
-    tokenizer = load_tokenizer(model, trust_remote_code)
+    tokenizer = load_tokenizer(model, trust_remote_code, allow_pickle)
     streamer: StreamingGenerator
     if backend == "native":
         from tpo.config import NativeConfig
         from tpo.generate.native import load_native
         from tpo.generate.native_stream import NativeStreamer
 
-        lm = load_native(model, dtype, device, trust_remote_code)
+        lm = load_native(model, dtype, device, trust_remote_code, allow_pickle=allow_pickle)
         streamer, context = NativeStreamer(lm, tokenizer, NativeConfig()), lm.max_positions
     else:
         from tpo.generate.hf import HFStreamer
         from tpo.models import load_model
 
-        hf_model = load_model(model, dtype, device, trust_remote_code)
+        hf_model = load_model(model, dtype, device, trust_remote_code, allow_pickle)
         context = getattr(hf_model.config, "max_position_embeddings", None)
         streamer = HFStreamer(hf_model, tokenizer)
     return Engine(

@@ -25,6 +25,7 @@ from typing import Any
 
 from tpo.console import log, stage_done
 from tpo.generate import GeneratorSource
+from tpo.models import checkpoint_problem
 from tpo.records import Pair
 from tpo.seeds import derive_seed
 from tpo.store import RunDir, read_json, read_jsonl, write_json
@@ -77,9 +78,12 @@ def train_iteration(run: RunDir, *, arm: str, iteration: int) -> dict[str, Any] 
 
 
 def finished_training(run: RunDir, *, arm: str, iteration: int) -> dict[str, Any] | None:
-    """train.json of a training on the current pairs.jsonl whose model/ is there, else None."""
+    """train.json of a training on the current pairs.jsonl whose model/ is there and whole
+    (`tpo.models.checkpoint_problem`), else None."""
     d = run.iter_dir(arm, iteration)
-    if not (d / "train.json").is_file() or not (d / "model" / "config.json").is_file():
+    if not (d / "train.json").is_file() or not (d / "model").is_dir():
+        return None
+    if checkpoint_problem(d / "model", run.config.model.allow_pickle):
         return None
     summary: dict[str, Any] = read_json(d / "train.json")
     if summary.get("pairs_sha256") != file_digest(d / "pairs.jsonl"):

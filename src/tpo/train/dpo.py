@@ -43,6 +43,7 @@ from tpo.config import ModelConfig, TrainConfig
 from tpo.models import load_model, load_tokenizer, pick_device
 from tpo.records import Pair
 from tpo.train.epochs import collect_epochs
+from tpo.train.guard import check_losses, finite_loss_callback, install
 from tpo.train.launch import TrainError
 
 
@@ -74,6 +75,7 @@ def _dpo_args(cfg: TrainConfig, out: Path, seed: int, device: str) -> Any:
         report_to="none",
         seed=seed,
         data_seed=seed,
+        logging_nan_inf_filter=False,  # a NaN loss must show, to stop (train/guard.py)
         use_cpu=device == "cpu",
         disable_tqdm=False,
         dataloader_num_workers=0,
@@ -228,10 +230,11 @@ def _trainer(
 
     from tpo.train.progress import TrainProgress
 
+    trust, pickle = model_cfg.trust_remote_code, model_cfg.allow_pickle
     with _quiet():
         args = _dpo_args(cfg, work, seed, pick_device(model_cfg.device))  # before the model:
-        tokenizer = load_tokenizer(model_path, model_cfg.trust_remote_code)  # ZeRO-3 partitions
-        model = load_model(model_path, model_cfg.dtype, "cpu", model_cfg.trust_remote_code)
+        tokenizer = load_tokenizer(model_path, trust, pickle)  # ZeRO-3 partitions the weights
+        model = load_model(model_path, model_cfg.dtype, "cpu", trust, pickle)  # while loading
         logging.getLogger("transformers").setLevel(logging.ERROR)
         cls, collator = _trainer_class(cfg, model, tokenizer)
         trainer = cls(
@@ -241,6 +244,7 @@ def _trainer(
             train_dataset=_pairs_dataset(pairs, work / "pairs", PartialState()),
             processing_class=tokenizer,
             peft_config=_lora(cfg) if cfg.method == "lora" else None,
+            callbacks=[finite_loss_callback()],
         )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(TrainProgress(log_file))
@@ -288,6 +292,7 @@ def train_dpo(
     started = time.time()
     result = trainer.train()
     seconds = time.time() - started
+    check_losses(trainer, result, cfg.learning_rate)
     acc = trainer.accelerator
     sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
     own = None if sharded else weights_digest(acc.unwrap_model(trainer.model))
@@ -302,8 +307,7 @@ def train_dpo(
     acc.wait_for_everyone()
     if not acc.is_main_process:
         return None
-    shutil.rmtree(out_dir, ignore_errors=True)
-    partial.rename(out_dir)
+    install(partial, out_dir)
     if cfg.select_checkpoint:
         epochs = collect_epochs(work, out_dir, model_path, tokenizer, cfg)
     shutil.rmtree(work, ignore_errors=True)
