@@ -1,4 +1,5 @@
-"""Run configuration: the sections (`sections.py`) and how YAML becomes them (`loading.py`).
+"""Run configuration: the sections (`sections.py`, with
+`generation.py` and `judge.py`) and how YAML becomes them (`loading.py`).
 
 >>> from tpo.config import load_config
 >>> load_config(preset="tiny", overrides=["generation.num_samples=3"]).generation.num_samples
@@ -6,6 +7,14 @@
 """
 
 from tpo.config.fields import ConfigError
+from tpo.config.generation import (
+    EndpointConfig,
+    GenerationConfig,
+    NativeConfig,
+    OpenAIGenerationConfig,
+    VLLMConfig,
+)
+from tpo.config.judge import JudgeConfig, LLMJudgeConfig, PairwiseConfig, RewardModelConfig
 from tpo.config.loading import (
     config_from_dict,
     expand_shorthands,
@@ -19,21 +28,12 @@ from tpo.config.loading import (
     stored_config,
 )
 from tpo.config.sections import (
-    EndpointConfig,
     EvalConfig,
-    GenerationConfig,
-    JudgeConfig,
-    LLMJudgeConfig,
     ModelConfig,
-    NativeConfig,
-    OpenAIGenerationConfig,
     PairsConfig,
-    PairwiseConfig,
     PromptConfig,
-    RewardModelConfig,
     RunConfig,
     TrainConfig,
-    VLLMConfig,
 )
 from tpo.config.sources import DataConfig, SourceConfig, SynthConfig
 

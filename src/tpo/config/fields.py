@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Any
 
+DTYPES = ("float32", "bfloat16")
+DEVICES = ("auto", "cpu", "cuda")
+
 
 class ConfigError(ValueError):
     """A configuration value, key or file is wrong; the message is one line for the user."""

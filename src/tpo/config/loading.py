@@ -18,7 +18,8 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from tpo.config.fields import ConfigError, require
-from tpo.config.sections import JudgeConfig, RunConfig
+from tpo.config.judge import JudgeConfig
+from tpo.config.sections import RunConfig
 
 T = TypeVar("T")
 
