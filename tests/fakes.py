@@ -98,3 +98,36 @@ class ScriptedVerdicts:
             b = text.split("[Response B]\n", 1)[1].split("\n\nFirst explain", 1)[0]
             replies.append(Reply(f"Reasons.\nVerdict: {self.decide(a, b)}"))
         return replies
+
+
+def write_verified_eval(run, arm: str, t: int, heldout, outputs, fmt, baseline=None):
+    """An eval stage's files for `arm` at iteration `t` as the real stage writes them: the
+    given held-out `outputs` parsed with `fmt`, scored by the real verifier, eval.json with
+    the real metrics (win rates against `baseline`, a score map), marked done; returns the
+    scores."""
+    from tpo.eval.metrics import eval_metrics
+    from tpo.generate.forcing import Generated
+    from tpo.generate.stage import make_sample
+    from tpo.judge import JudgeItem
+    from tpo.judge.verifier import VerifierJudge
+    from tpo.records import Score
+    from tpo.store import write_json, write_jsonl
+
+    samples = [
+        make_sample(ins.id, 0, "prompt", Generated(out, False, 3), arm=arm, fmt=fmt)
+        for ins, out in zip(heldout, outputs, strict=True)
+    ]
+    values = VerifierJudge().score(
+        [JudgeItem(i, s.response) for i, s in zip(heldout, samples, strict=True)]
+    )
+    scores = [
+        Score(s.instruction_id, 0, "verifier", v if s.parsed_ok else None)
+        for s, v in zip(samples, values, strict=True)
+    ]
+    d = run.iter_dir(arm, t)
+    write_jsonl(d / "eval_samples.jsonl", (s.to_dict() for s in samples))
+    write_jsonl(d / "eval_scores.jsonl", (s.to_dict() for s in scores))
+    metrics = eval_metrics(samples, scores, baseline)
+    write_json(d / "eval.json", {"arm": arm, "iteration": t, **metrics})
+    run.mark_done("eval", arm, t)
+    return scores

@@ -10,19 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fakes import NoModels
+from fakes import NoModels, write_verified_eval
 from tpo import cli
 from tpo.config import ConfigError, PromptConfig, config_from_dict, load_config
 from tpo.eval import suite
-from tpo.eval.metrics import eval_metrics
 from tpo.eval.results import curve_table, results
-from tpo.generate.forcing import Generated
-from tpo.generate.stage import SamplingPlan, make_sample
-from tpo.judge import JudgeItem
-from tpo.judge.verifier import VerifierJudge
-from tpo.records import Instruction, Score
+from tpo.generate.stage import SamplingPlan
+from tpo.records import Instruction
 from tpo.serve.engine import resolve_settings
-from tpo.store import RunDir, write_json, write_jsonl
+from tpo.store import RunDir, write_jsonl
 from tpo.thoughts import DIRECT, arm_format, thought_format
 
 MINE = {
@@ -154,25 +150,7 @@ def make_run(root: Path) -> RunDir:
     write_jsonl(root / "data" / "heldout.jsonl", (i.to_dict() for i in HELDOUT))
     run.mark_done("data", heldout=len(HELDOUT))
     for (arm, t), outputs in OUTPUTS.items():
-        fmt = arm_format(config, arm)
-        samples = [
-            make_sample(ins.id, 0, "p", Generated(out, False, 3), arm=arm, fmt=fmt)
-            for ins, out in zip(HELDOUT, outputs, strict=True)
-        ]
-        values = VerifierJudge().score(
-            [JudgeItem(i, s.response) for i, s in zip(HELDOUT, samples, strict=True)]
-        )
-        scores = [
-            Score(s.instruction_id, 0, "verifier", v if s.parsed_ok else None)
-            for s, v in zip(samples, values, strict=True)
-        ]
-        d = run.iter_dir(arm, t)
-        write_jsonl(d / "eval_samples.jsonl", (s.to_dict() for s in samples))
-        write_jsonl(d / "eval_scores.jsonl", (s.to_dict() for s in scores))
-        write_json(
-            d / "eval.json", {"arm": arm, "iteration": t, **eval_metrics(samples, scores, None)}
-        )
-        run.mark_done("eval", arm, t)
+        write_verified_eval(run, arm, t, HELDOUT, outputs, arm_format(config, arm))
         if t == 1:
             run.mark_done("train", arm, t, skipped="no pairs")
     return run

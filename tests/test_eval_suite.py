@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes import FakeModels, NoModels, ScriptedVerdicts
+from fakes import FakeModels, NoModels, ScriptedVerdicts, write_verified_eval
 from tpo import cli
 from tpo.config import ConfigError, config_from_dict
 from tpo.eval import suite
@@ -22,18 +22,14 @@ from tpo.eval.compare import against_reference, head_to_head, run_comparer
 from tpo.eval.export import export_responses
 from tpo.eval.lc import length_controlled_win_rate
 from tpo.eval.math_eval import math_accuracy
-from tpo.eval.metrics import eval_metrics, score_map
+from tpo.eval.metrics import score_map
 from tpo.eval.results import curve_table, results, results_table, write_results
 from tpo.eval.tracking import track
-from tpo.generate.forcing import Generated
 from tpo.generate.pool import Generators
-from tpo.generate.stage import make_sample
-from tpo.judge import JudgeItem
-from tpo.judge.verifier import VerifierJudge
 from tpo.pipeline import run_all
-from tpo.records import Instruction, Score
+from tpo.records import Instruction
 from tpo.report import write_report
-from tpo.store import RunDir, read_jsonl, write_json, write_jsonl
+from tpo.store import RunDir, read_jsonl, write_jsonl
 from tpo.thoughts import thought_format
 
 HELDOUT = [
@@ -64,24 +60,8 @@ def make_run(root: Path, **eval_cfg: object) -> RunDir:
     baseline = None
     for (arm, t), outputs in OUTPUTS.items():
         fmt = thought_format(arm, config.prompt)
-        samples = [
-            make_sample(ins.id, 0, "prompt", Generated(out, False, 3), arm=arm, fmt=fmt)
-            for ins, out in zip(HELDOUT, outputs, strict=True)
-        ]
-        values = VerifierJudge().score(
-            [JudgeItem(i, s.response) for i, s in zip(HELDOUT, samples, strict=True)]
-        )
-        scores = [
-            Score(s.instruction_id, 0, "verifier", v if s.parsed_ok else None)
-            for s, v in zip(samples, values, strict=True)
-        ]
-        d = run.iter_dir(arm, t)
-        write_jsonl(d / "eval_samples.jsonl", (s.to_dict() for s in samples))
-        write_jsonl(d / "eval_scores.jsonl", (s.to_dict() for s in scores))
-        metrics = {"arm": arm, "iteration": t, **eval_metrics(samples, scores, baseline)}
+        scores = write_verified_eval(run, arm, t, HELDOUT, outputs, fmt, baseline)
         baseline = baseline or score_map(scores)
-        write_json(d / "eval.json", metrics)
-        run.mark_done("eval", arm, t)
         if t == 1:
             run.mark_done("train", arm, t, skipped="no pairs")  # M_1 = the seed ("fake")
     return run
