@@ -11,8 +11,9 @@ runs as root (remounted smaller to fill it, read-only to lock it); otherwise a f
 (RLIMIT_FSIZE) stands in for the full disk and chmod for the read-only directory.
 
 "Every file" means every file, hidden ones included (the lock, the committed-length sidecars),
-byte for byte, except that the wall-clock fields `seconds` and `judge_seconds` are left out of
-manifest.json and train.json before comparing them.
+byte for byte, except that the wall-clock fields are left out before comparing: `seconds` and
+`judge_seconds` of manifest.json and train.json, and the trainer's `train_runtime` and rates
+of train_log.jsonl.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ ARGS = [
     "generation.batch_size=4",
 ]
 TIMING = {"seconds", "judge_seconds"}
+# what transformers' Trainer logs of the clock at the end of a training (train_log.jsonl)
+TRAINER_TIMING = {"train_runtime", "train_samples_per_second", "train_steps_per_second"}
 ROOT = os.geteuid() == 0
 
 
@@ -77,11 +80,11 @@ def files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def untimed(data: object) -> object:
+def untimed(data: object, timing: set[str] = TIMING) -> object:
     if isinstance(data, dict):
-        return {k: untimed(v) for k, v in data.items() if k not in TIMING}
+        return {k: untimed(v, timing) for k, v in data.items() if k not in timing}
     if isinstance(data, list):
-        return [untimed(v) for v in data]
+        return [untimed(v, timing) for v in data]
     return data
 
 
@@ -91,6 +94,9 @@ def assert_same_run(got: Path, want: Path) -> None:
     for name in sorted(a):
         if Path(name).name in ("manifest.json", "train.json"):
             assert untimed(json.loads(a[name])) == untimed(json.loads(b[name])), name
+        elif Path(name).name == "train_log.jsonl":
+            lines = [[json.loads(line) for line in f.splitlines()] for f in (a[name], b[name])]
+            assert untimed(lines[0], TRAINER_TIMING) == untimed(lines[1], TRAINER_TIMING), name
         else:
             assert a[name] == b[name], name
 
