@@ -165,6 +165,7 @@ def spread(values: list[float]) -> str:
 def table(results: dict[str, list[dict]], baseline: str, steps: int = 3) -> str:
     base = statistics.median(r["tokens_per_s"] for r in results[baseline])
     base_cpu = statistics.median(r["tokens_per_cpu_s"] for r in results[baseline])
+    steps = min(steps, *(len(runs[0]["losses"]) for runs in results.values()))  # logged ones
     head = [f"loss step {k + 1}" for k in range(steps)]
     lines = [
         "| side | trained tokens/s, median (min-max) | ratio | tokens/CPU-s | ratio | train s | "
