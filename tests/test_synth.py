@@ -13,9 +13,9 @@ import pytest
 from tpo.config import SynthConfig, load_config
 from tpo.data import DataError, builtin_split, load_instructions
 from tpo.data.sources import normalised
-from tpo.data.synth import NearDuplicates, bigrams, extract, synth_prompt, synthesize, verdict
 from tpo.generate.pool import Generators
 from tpo.records import Instruction
+from tpo.synth import NearDuplicates, bigrams, extract, synth_prompt, synthesize, verdict
 
 CFG = SynthConfig(min_chars=10, max_chars=80, max_similarity=0.6)
 

@@ -213,8 +213,8 @@ def _eval_extras(run: RunDir, models: object, args: argparse.Namespace) -> dict:
 def cmd_synth(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tpo.data.synth import synthesize
     from tpo.generate.pool import Generators
+    from tpo.synth import synthesize
 
     config = _load(args)
     out = Path(args.out)
