@@ -4,6 +4,7 @@ import json
 import os
 import re
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,26 @@ def test_the_lock_names_its_holder_and_a_dead_holder_is_taken_over(tmp_path, cap
         with refused, RunDir.load(run.root).lock():
             pass
     assert (run.root / ".lock").read_text() == ""  # released: held by nobody
+
+
+def test_a_damaged_file_of_a_done_stage_makes_that_stage_run_again(tmp_path: Path):
+    """Files named by a pattern (eval_try1_samples.jsonl) or inside a stage's folder
+    (select/...) are matched to their stage, as plain names (samples.jsonl) are."""
+    from tpo import pipeline
+    from tpo.config import config_from_dict
+
+    run = RunDir.open(tmp_path / "run", config_from_dict({"model": {"name_or_path": "x"}}))
+    cases = [
+        ("eval", "eval_try1_samples.jsonl"),
+        ("select", "select/epoch_1_samples.jsonl"),
+        ("generate", "samples.jsonl"),
+    ]
+    for stage, name in cases:
+        path = run.iter_dir("tpo", 1) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('{"a": 1}\n{"a": 2')  # a cut-off last line
+        run.mark_done(stage, "tpo", 1)
+    pipeline.recover(run)
+    for stage, name in cases:
+        assert not run.is_done(stage, "tpo", 1), name
+        assert (run.iter_dir("tpo", 1) / name).read_text() == '{"a": 1}\n'

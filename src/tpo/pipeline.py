@@ -17,6 +17,7 @@ module, over the run directory; this module only orders them, and nothing below 
 from __future__ import annotations
 
 from collections.abc import Callable
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +79,10 @@ def recover(run: RunDir) -> None:
         rel = path.relative_to(run.root).parts
         if rel[0] == "data":
             where: tuple[str, str | None, int | None] = ("data", None, None)
-        else:
-            names = [n for n, (_, files) in STAGES.items() if rel[-1] in files]
-            if len(rel) != 3 or not names or not rel[1].startswith("iter_"):
+        else:  # ARM/iter_T/FILE, or a file inside a stage's folder (select/...)
+            top = rel[2] if len(rel) >= 3 else ""
+            names = [n for n, (_, files) in STAGES.items() if any(fnmatch(top, f) for f in files)]
+            if not names or not rel[1].startswith("iter_"):
                 continue
             where = (names[0], rel[0], int(rel[1].removeprefix("iter_")))
         if run.is_done(*where):
