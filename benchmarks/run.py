@@ -6,6 +6,9 @@
 - gen, levers, offpolicy, llamacpp, serve: generation (benchmarks/gen.py: the native backend
          against plain `generate` batch 32 and llama-cpp-python, one table per lever, the
          off-policy gap of lower-precision weights, 16 concurrent clients of `tpo serve`).
+- iteration: one iteration of the embedded preset, seconds per stage, today's engines against
+         the preset's settings before the performance work, on the same shape
+         (benchmarks/iteration.py).
 - train: DPO trained tokens/s and peak memory of tpo's training path against TRL's DPOTrainer
          on the same pairs, first losses side by side; then each lever (benchmarks/train.py).
 Timings are wall clock on this machine; the numbers to compare are the ratios. Each prints a
@@ -35,13 +38,20 @@ def bench_train() -> str:
     return str(train.bench_train())
 
 
+def bench_iteration() -> str:
+    """One embedded iteration per stage, before and now: benchmarks/iteration.py."""
+    import iteration
+
+    return str(iteration.bench_iteration())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "which",
         nargs="*",
-        default=["gen", "levers", "offpolicy", "serve", "train"],
-        choices=[*GENERATION, "train"],
+        default=["gen", "levers", "offpolicy", "serve", "train", "iteration"],
+        choices=[*GENERATION, "train", "iteration"],
     )
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
@@ -50,8 +60,10 @@ def main() -> None:
         if name in GENERATION:
             models = models or gen.Models()
             print(GENERATION[name](models), flush=True)
-        else:
+        elif name == "train":
             print(bench_train(), flush=True)
+        else:
+            print(bench_iteration(), flush=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ and the loss of the first step derived by hand."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -111,7 +112,7 @@ def test_dpo_prefers_the_chosen_output_after_training(tmp_path, tiny_path):
 
 
 def test_sft_warmup_learns_the_chosen_output_and_is_adopted_on_resume(
-    tmp_path, tiny_path, monkeypatch
+    tmp_path, tiny_path, monkeypatch, capsys
 ):
     """SFT on (prompt, chosen): its first loss is the mean NLL of the chosen completion's tokens
     (EOS appended) under the seed, the same number `chosen_nll` derives directly, and after two
@@ -134,6 +135,12 @@ def test_sft_warmup_learns_the_chosen_output_and_is_adopted_on_resume(
     before = chosen_nll(tiny_path, built[0])
     assert summary["steps"] == 2 and summary["first_loss"] == pytest.approx(before, abs=2e-4)
     assert chosen_nll(str(out), built[0]) < before
+    # its log dicts go to sft_log.jsonl, one per step, not to the terminal (one bar there)
+    logged = [json.loads(line) for line in out.with_name("sft_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "loss" in r] == [1, 2]
+    assert logged[0]["loss"] == pytest.approx(summary["first_loss"])
+    shown = capsys.readouterr()
+    assert "'loss'" not in shown.out + shown.err and "SFT warm-up" in shown.err
     monkeypatch.setattr(trl, "SFTTrainer", lambda *a, **k: pytest.fail("trained again"))
     assert sft_warmup(built, tiny_path, pairs_sha256="abc", **kwargs) == str(out)
     with pytest.raises(pytest.fail.Exception, match="trained again"):

@@ -17,13 +17,14 @@ from transformers import TrainerCallback
 class TrainProgress(TrainerCallback):
     """Replaces transformers' `ProgressCallback` (its bar and its printed dicts)."""
 
-    def __init__(self, log_file: Path | None):
+    def __init__(self, log_file: Path | None, desc: str = "DPO"):
         self.log_file = log_file
+        self.desc = desc
         self.bar: Any = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.is_world_process_zero:
-            self.bar = tqdm(total=state.max_steps, desc="DPO", unit="step", dynamic_ncols=True)
+            self.bar = tqdm(total=state.max_steps, desc=self.desc, unit="step", dynamic_ncols=True)
             if self.log_file is not None:
                 self.log_file.parent.mkdir(parents=True, exist_ok=True)
                 self.log_file.write_text("")

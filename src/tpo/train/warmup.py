@@ -69,24 +69,30 @@ def sft_warmup(
         return str(out_dir)
     from accelerate import PartialState
     from datasets import Dataset
+    from transformers.trainer_callback import ProgressCallback
     from trl import SFTTrainer
 
-    from tpo.train.dpo import _lora, _save
+    from tpo.train.dpo import _lora, _quiet, _save
+    from tpo.train.progress import TrainProgress
 
     device = pick_device(model_cfg.device)
     work = out_dir.with_name(out_dir.name + ".work")
-    args = _sft_args(cfg, work, seed, device)
-    tokenizer = load_tokenizer(model_path, model_cfg.trust_remote_code)
-    model = load_model(model_path, model_cfg.dtype, "cpu", model_cfg.trust_remote_code)
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    rows = [{"prompt": p.prompt, "completion": p.chosen} for p in pairs]
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        peft_config=_lora(cfg) if cfg.method == "lora" else None,
-    )
+    trust, pickle = model_cfg.trust_remote_code, model_cfg.allow_pickle
+    with _quiet():  # one bar, as in DPO; the log dicts go to sft_log.jsonl
+        args = _sft_args(cfg, work, seed, device)
+        tokenizer = load_tokenizer(model_path, trust, pickle)
+        model = load_model(model_path, model_cfg.dtype, "cpu", trust, pickle)
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        rows = [{"prompt": p.prompt, "completion": p.chosen} for p in pairs]
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=_lora(cfg) if cfg.method == "lora" else None,
+        )
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(TrainProgress(out_dir.with_name("sft_log.jsonl"), desc="SFT warm-up"))
     started = time.time()
     result = trainer.train()
     partial = out_dir.with_name(out_dir.name + ".partial")
