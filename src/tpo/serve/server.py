@@ -151,8 +151,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise RequestError(
                 400,
-                f"the body ended after {len(raw)} of the {length} bytes its Content-Length "
-                "gives",
+                f"the body ended after {len(raw)} of the {length} bytes its Content-Length gives",
                 code="incomplete_body",
             )
         try:
