@@ -10,13 +10,16 @@ comes from real TRL training at a learning rate that overflows the weights.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tpo.config import ModelConfig, TrainConfig
-from tpo.models import ModelLoadError, load_model, load_tokenizer
+from tpo.models import ModelLoadError, checkpoint_problem, load_model, load_tokenizer
 from tpo.train import TrainError, train_dpo
 
 
@@ -126,3 +129,63 @@ def test_a_nan_loss_stops_training_and_keeps_the_previous_model(tmp_path, tiny_p
     assert "previous model is kept" in str(info.value) and "\n" not in str(info.value)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not (tmp_path / "model.partial").exists()
+
+
+def test_the_scratch_of_an_earlier_training_is_never_taken_for_an_epoch(tmp_path, tiny_path):
+    """A training killed (or stopped by a bad loss) leaves `model.work/`; the next training
+    starts from an empty one, so an old epoch checkpoint there is never collected."""
+    from test_train import pairs
+
+    stale = tmp_path / "model.work" / "checkpoint-99"
+    shutil.copytree(tiny_path, stale)
+    (stale / "trainer_state.json").write_text(json.dumps({"global_step": 99, "epoch": 9.0}))
+    cfg = TrainConfig(epochs=1, batch_size=2, max_length=128, select_checkpoint=True)
+    summary = train_dpo(
+        pairs(),
+        tiny_path,
+        model_cfg=ModelConfig(name_or_path=tiny_path),
+        cfg=cfg,
+        out_dir=tmp_path / "model",
+        seed=0,
+    )
+    assert summary is not None and [e["step"] for e in summary["epochs"]] == [summary["steps"]]
+    assert not (tmp_path / "model.work").exists()
+
+
+@pytest.mark.slow
+def test_tpo_run_stopped_by_a_nan_or_infinite_loss_keeps_the_model_before_it(tmp_path):
+    """`tpo run` whose first training overflows (learning rate 1e12: the loss turns NaN), then
+    the same run with a sane rate and its loss made +inf (`TPO_FAULT=loss:inf`): each ends
+    with one error line and exit 2, the iteration has no model (its M_{t-1} stays the model)
+    and no half-trained scratch is left. The training settings may change since no training
+    finished; with no fault the run then completes."""
+    out = tmp_path / "run"
+    sets = ["iterations=1", "data.instructions_per_iteration=4", "generation.batch_size=4"]
+    sets += ["train.epochs=2", "train.batch_size=1"]
+
+    def tpo_run(*more: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "TPO_FAULT"}
+        args = ["run", "--preset", "tiny", "--set", *sets, *more, "--out", str(out)]
+        return subprocess.run(
+            [sys.executable, "-m", "tpo.cli", *args],
+            capture_output=True,
+            text=True,
+            env={**env, **({"TPO_FAULT": fault} if fault else {})},
+        )
+
+    iteration = out / "tpo" / "iter_1"
+    for more, fault, loss in ((["train.learning_rate=1e12"], None, "nan"), ([], "loss:inf", "inf")):
+        proc = tpo_run(*more, fault=fault)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("tpo: error:")]
+        assert len(errors) == 1 and f"the DPO loss became {loss} at step" in errors[0], errors
+        assert "previous model is kept" in errors[0]
+        manifest = json.loads((out / "manifest.json").read_text())["done"]
+        assert "tpo/iter_1/pairs" in manifest and "tpo/iter_1/train" not in manifest
+        assert [p.name for p in iteration.glob("model*")] == []  # no model, partial or scratch
+    assert "no training of it finished, so its config is replaced" in proc.stderr
+    proc = tpo_run()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert checkpoint_problem(iteration / "model") is None
+    assert not list(out.rglob("model.work"))

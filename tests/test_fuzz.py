@@ -138,6 +138,29 @@ def test_set_overrides(entries) -> None:
         assert code == 2 and len(lines) == 1 and lines[0].startswith("tpo: error: "), lines
 
 
+@settings(max_examples=examples(100))
+@given(st.lists(st.tuples(KEY_PATHS, VALUES), min_size=1, max_size=3))
+def test_set_overrides_of_tpo_run_fail_before_any_work(tmp_path_factory, entries) -> None:
+    """`tpo run --set ...` with overrides the loader refuses: exit 2, exactly one `tpo: error:`
+    line and nothing else on stderr, and no run directory made. (Overrides it takes would
+    start a whole run; those are the config test's.)"""
+    items = [f"{k}={v}" for k, v in entries]
+    items = [i if not i.startswith("-") else f"x{i}" for i in items]  # not argparse options
+    try:
+        load_config(preset="tiny", overrides=items)
+    except Exception as exc:
+        one_line_error(exc)
+    else:
+        return
+    out = tmp_path_factory.mktemp("runs") / "run"
+    err, printed = io.StringIO(), io.StringIO()
+    with redirect_stderr(err), redirect_stdout(printed):
+        code = cli.main(["run", "--preset", "tiny", "--set", *items, "--out", str(out)])
+    lines = err.getvalue().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("tpo: error: "), lines
+    assert not out.exists()
+
+
 # --- instruction files of every format ----------------------------------------------------
 
 FIELDS = st.sampled_from(
@@ -169,7 +192,7 @@ RECORD = st.dictionaries(FIELDS, st.one_of(JSON, st.lists(CONSTRAINT, max_size=3
 ROWS = st.lists(st.one_of(RECORD, JSON), max_size=5)
 
 
-def read_file(path: Path) -> None:
+def read_file(path: Path | str) -> None:
     try:
         instructions, counts = read_source(SourceConfig(path=str(path)), "data.train")
     except Exception as exc:
@@ -213,15 +236,21 @@ CELLS = st.one_of(st.none(), TEXT, st.integers(-5, 5), JSON.map(json.dumps))
     ),
     st.lists(st.lists(CELLS, min_size=4, max_size=4), min_size=0, max_size=4),
     st.booleans(),
+    st.sampled_from(["file", "directory", "hf", "saved"]),
 )
-def test_csv_and_parquet_tables(tmp_path_factory, columns, rows, parquet) -> None:
+def test_csv_and_parquet_tables(tmp_path_factory, columns, rows, parquet, where) -> None:
     """Tables read through `datasets` (slow: few examples): CSV cells are text, Parquet columns
-    keep the types the values give them (mixed types become text)."""
+    keep the types the values give them (mixed types become text). The table is a file, the
+    one file of a directory, that directory as `hf:DIR` (as `load_dataset` resolves it), or a
+    dataset saved with `save_to_disk`."""
     import csv
 
     d = tmp_path_factory.mktemp("data")
     table = [dict(zip(columns, row, strict=False)) for row in rows]
-    if parquet:
+    if where != "file":
+        d = d / "set"
+        d.mkdir()
+    if parquet or where == "saved":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -233,14 +262,35 @@ def test_csv_and_parquet_tables(tmp_path_factory, columns, rows, parquet) -> Non
                 return pa.array([None if v is None else str(v) for v in values])
 
         path = d / "x.parquet"
-        pq.write_table(pa.table({c: column(c) for c in columns}), path)
+        arrow = pa.table({c: column(c) for c in columns})
+        if where == "saved":
+            from datasets import Dataset
+
+            Dataset(arrow).save_to_disk(str(d))
+        else:
+            pq.write_table(arrow, path)
     else:
         path = d / "x.csv"
         with open(path, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(table)
-    read_file(path)
+    read_file({"file": path, "directory": d, "saved": d, "hf": f"hf:{d}"}[where])
+
+
+@settings(max_examples=examples(30))
+@given(
+    st.binary(max_size=120),
+    st.sampled_from(["state.json", "dataset_dict.json", "data.parquet", "data.csv", "x.arrow"]),
+    st.booleans(),
+)
+def test_directories_and_hf_sources_of_arbitrary_bytes(tmp_path_factory, data, name, hf) -> None:
+    """A directory (or `hf:DIR`) holding one file of arbitrary bytes: a saved dataset's
+    state.json or dataset_dict.json, a data shard."""
+    d = tmp_path_factory.mktemp("data") / "set"
+    d.mkdir()
+    (d / name).write_bytes(data)
+    read_file(f"hf:{d}" if hf else d)
 
 
 # --- the output parser --------------------------------------------------------------------
@@ -360,20 +410,44 @@ def server(tiny_path: str):
 )
 def test_http_requests(server, body, path, method, headers) -> None:
     """Arbitrary bodies, paths, methods and headers over a real socket to `tpo serve`'s server
-    on the tiny model: every answer is JSON, a 200 or a 4xx error in OpenAI's shape."""
+    on the tiny model: every request gets an answer, JSON, a 200 or a 4xx error in OpenAI's
+    shape (a stream: server-sent events to `[DONE]`). The client sends all it has and then
+    shuts its side, so a Content-Length longer than the body is a body that ended early,
+    not a client still sending. The one case where the server may close the connection
+    unanswered is by design: a Content-Length past 16 times its body limit (it will not read
+    such a body, and the unread bytes can reset the connection before the 413 arrives)."""
     import http.client
+    import socket
 
     body = body.replace(b'"max_tokens": ', b'"max_tokens_": ')  # keep generations short
-    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=30)
+    given = {k.lower(): v for k, v in headers.items()}
+    if "content-length" not in given:
+        headers = {**headers, "Content-Length": str(len(body))}
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
     try:
-        conn.request(method, path, body=body, headers=headers)
-        response = conn.getresponse()
-        answer = json.loads(response.read())
-    except (ConnectionError, http.client.HTTPException):
-        return  # a Content-Length the body does not match: the server may close the socket
+        declared = int(given.get("content-length", ""))
+    except ValueError:
+        declared = 0
+    oversized = declared > 16 * server.config.max_body_bytes
+    sock = socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=30)
+    try:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        response = http.client.HTTPResponse(sock, method=method)
+        response.begin()
+        data = response.read()
+    except ConnectionResetError:
+        assert oversized, "the server dropped the connection"
+        return
     finally:
-        conn.close()
-    assert response.status == 200 or 400 <= response.status < 500, (response.status, answer)
+        sock.close()
+    assert response.status == 200 or 400 <= response.status < 500, (response.status, data)
+    if response.getheader("Content-Type", "").startswith("text/event-stream"):
+        assert response.status == 200 and data.endswith(b"data: [DONE]\n\n"), data[-200:]
+        return
+    answer = json.loads(data)
     if response.status != 200:
         assert set(answer["error"]) >= {"message", "type", "code"}
         assert "\n" not in answer["error"]["message"]

@@ -186,10 +186,10 @@ def checkpoint(tiny_path: str, where: Any) -> str:
     return str(where)
 
 
-def vllm_config(path: str) -> Any:
+def vllm_config(path: str, *more: str) -> Any:
     return load_config(
         preset="tiny",
-        overrides=[f"model.name_or_path={path}", "generation.backend=vllm", "seed=3"],
+        overrides=[f"model.name_or_path={path}", "generation.backend=vllm", "seed=3", *more],
     )
 
 
@@ -246,6 +246,9 @@ def test_engine_arguments_are_vllm_engine_args(tiny_path: str):
     plain = EngineArgs(
         **engine_kwargs(tiny_path, EngineSettings("float32", 0, False, VLLMConfig()))
     )
+    assert args.load_format == "safetensors" and plain.load_format == "safetensors"
+    pickled = EngineSettings("float32", 0, False, VLLMConfig(), allow_pickle=True)
+    assert EngineArgs(**engine_kwargs(tiny_path, pickled)).load_format == "auto"
     assert plain.max_model_len is None and "reasoning_config" not in engine_kwargs(
         tiny_path, EngineSettings("float32", 0, False, VLLMConfig())
     )
@@ -546,6 +549,7 @@ def test_pool_starts_reuses_and_frees_the_engine(
     assert len(engines) == 1 and models.loaded == tiny_path
     kwargs = engines[0].kwargs
     assert (kwargs["model"], kwargs["seed"], kwargs["dtype"]) == (tiny_path, 3, "float32")
+    assert kwargs["load_format"] == "safetensors"  # never vLLM's unpickling fallback
     err = capsys.readouterr().err
     assert f"engine for {tiny_path}: budget forcing two-phase (tpo's rule)" in err
     models.generator(tiny_path, 16)
@@ -557,6 +561,9 @@ def test_pool_starts_reuses_and_frees_the_engine(
     assert engines[1].events == [("shutdown",)] and models.loaded is None
     models.generator(other, 16)
     assert len(engines) == 3
+    models.release()
+    Generators.for_run(vllm_config(tiny_path, "model.allow_pickle=true")).generator(tiny_path, 16)
+    assert engines[3].kwargs["load_format"] == "auto"  # the setting lets vLLM take .bin
 
 
 @needs_vllm

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -502,3 +504,113 @@ def test_a_judge_that_raises_for_every_item_stops_with_one_line(
         score_samples(path, samples, by_id, RaisingJudge(set(by_id)), chunk=16)
     assert "\n" not in str(info.value)
     assert len(read_jsonl(path, Score.from_dict)) == 16  # the first chunk's failures, kept
+
+
+@pytest.mark.slow
+def test_a_finished_run_asks_again_what_the_judge_failed_and_redoes_what_follows(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    """`tpo run` (tiny, one iteration, a pointwise judge over HTTP) while every call about one
+    training prompt fails with HTTP 500: the run finishes with those items recorded as
+    failed. The same run again, the endpoint well: the judge is asked for those items only,
+    and pairs, training and evaluation are redone from the new scores, so the run ends as
+    one whose judge never failed. A third run asks nothing and redoes nothing."""
+    from tpo.config import load_config
+    from tpo.pipeline import run as tpo_run
+
+    config = load_config(
+        preset="tiny",
+        overrides=[
+            "iterations=1",
+            "judge.type=pointwise",
+            "judge.llm.model=judge-model",
+            "judge.llm.backend=openai",
+            f"judge.llm.openai.base_url={server.url}",
+            "judge.llm.openai.max_retries=0",
+        ],
+    )
+
+    def by_length(prompt: str) -> str:  # the tiny model's responses hold no numbers
+        single = SINGLE.search(prompt)
+        assert single is not None, prompt
+        return f"Fine.\nScore: {len(single.group(1)) % 10 + 1}"
+
+    server.answer = by_length
+    tpo_run(config, tmp_path / "clean")
+    probe = RunDir.open(tmp_path / "probe", config)
+    prepare_data(probe)
+    faulty = train_instructions(probe, 1)[1].text
+    server.fault_for = lambda body: "500" if faulty in body["messages"][-1]["content"] else None
+    out = tmp_path / "run"
+    tpo_run(config, out)
+    failed = {}
+    for arm in ("tpo", "direct"):
+        scores = read_jsonl(out / arm / "iter_1" / "scores.jsonl", Score.from_dict)
+        failed[arm] = sum(s.error == "judge_failed" for s in scores)
+        assert failed[arm] >= 3, arm  # the prompt's samples (one may not parse)
+    server.fault_for = None
+    tpo_run(config, out)
+    done = read_json(out / "manifest.json")["done"]
+    for arm in ("tpo", "direct"):
+        assert done[f"{arm}/iter_1/judge"]["calls"] == failed[arm]  # only those were asked
+        got, want = out / arm / "iter_1", tmp_path / "clean" / arm / "iter_1"
+        scores = [
+            sorted(read_jsonl(d / "scores.jsonl", Score.from_dict), key=str) for d in (got, want)
+        ]
+        assert scores[0] == scores[1]
+        for name in ("pairs.jsonl", "model/model.safetensors", "eval.json", "eval_scores.jsonl"):
+            assert (got / name).read_bytes() == (want / name).read_bytes(), (arm, name)
+    assert read_json(out / "tpo/iter_1/h2h_vs_direct.json") == read_json(
+        tmp_path / "clean/tpo/iter_1/h2h_vs_direct.json"
+    )
+    requests, manifest = server.requests, (out / "manifest.json").read_bytes()
+    tpo_run(config, out)
+    assert server.requests == requests and (out / "manifest.json").read_bytes() == manifest
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="needs a tmpfs to fill (root): under a file-size limit, the stand-in elsewhere, "
+    "sqlite reports 'disk I/O error', not a full disk",
+)
+def test_a_full_disk_under_the_judge_cache_is_one_line_and_the_stage_resumes(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    """`tpo judge` on a run directory on a small disk stops itself (SIGSTOP) just before its
+    first answers go into the judge cache (sqlite); the disk is filled; it goes on, and the
+    cache write fails: one error line, exit 2, the stage not done, the scores file whole.
+    With room again the same command finishes, with the scores of a judge that never met a
+    full disk. (Without root there is no disk to fill: see the skip.)"""
+    from test_faults import Disk, error_lines
+
+    want = make_run(tmp_path / "ref", server.url, type="pointwise")
+    judge_samples(want, arm="tpo", iteration=1)
+    disk = Disk(tmp_path / "disk")
+    try:
+        run = make_run(disk.where, server.url, type="pointwise")
+        cmd = [sys.executable, "-m", "tpo.cli", "judge", str(run.root), "--arm", "tpo"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TPO_FAULT")}
+        fault = {"TPO_FAULT": "stop+cache:judge_cache.sqlite"}
+        proc = subprocess.Popen(cmd, env={**env, **fault}, stderr=subprocess.PIPE, text=True)
+        while Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1][0] != "T":
+            assert proc.poll() is None
+            time.sleep(0.01)
+        disk.fill_under(proc.pid, run.root / "judge_cache.sqlite-wal")
+        os.kill(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=300)
+        disk.free()
+        assert proc.returncode == 2, err[-3000:]
+        (line,) = error_lines(err)
+        assert f"judge cache {run.root / 'judge_cache.sqlite'}: " in line, line
+        assert "no space left on device" in line or "file too large" in line, line
+        assert not run.is_done("judge", "tpo", 1)
+        read_jsonl(run.iter_dir("tpo", 1) / "scores.jsonl", Score.from_dict)  # whole
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr[-3000:]
+        scores = [
+            sorted(read_jsonl(r.iter_dir("tpo", 1) / "scores.jsonl", Score.from_dict), key=str)
+            for r in (run, want)
+        ]
+        assert scores[0] == scores[1]
+    finally:
+        disk.close()

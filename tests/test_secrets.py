@@ -1,6 +1,8 @@
 """Secrets never reach a file: a real `tpo run` (tiny preset, one iteration, both arms) judges
 over HTTP with an API key from the environment, against a local server that refuses any other
-key, with more planted keys in the variables tools read (OpenAI, Hugging Face, W&B, tpo serve);
+key, and generates with `generation.backend: openai` through `tpo serve --verbose` servers it
+starts (each requires the planted TPO_API_KEY and logs every request into the run directory's
+serve.log), with more planted keys in the variables tools read (OpenAI, Hugging Face, W&B);
 then `tpo eval --export` writes its exports. Every file the run and the export wrote (config,
 logs, manifests, scores, the judge cache, reports, exports), and what the commands printed, is
 searched for every planted key, as bytes.
@@ -9,6 +11,7 @@ searched for every planted key, as bytes.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +51,13 @@ def test_no_planted_key_is_written_anywhere(tmp_path: Path) -> None:
             "judge.llm.openai.api_key_env=TPO_TEST_JUDGE_KEY",
             "judge.llm.openai.max_retries=0",
         ]
+        serve = f"{shlex.quote(sys.executable)} -m tpo.cli serve {{model}} --port {{port}}"
+        judge += [
+            "generation.backend=openai",
+            f"generation.openai.serve_command={serve} --verbose",
+            "generation.openai.endpoint.api_key_env=TPO_API_KEY",
+            "generation.openai.max_n=4",
+        ]
         run = tpo(
             "run", "--preset", "tiny", "--set", "iterations=1", *judge, "--out", str(out), env=env
         )
@@ -62,6 +72,8 @@ def test_no_planted_key_is_written_anywhere(tmp_path: Path) -> None:
         p.name for p in written
     }
     assert any(p.is_relative_to(export) for p in written)
+    served = (out / "serve.log").read_text()  # what the verbose servers logged is searched too
+    assert "API key required" in served and "POST /v1/completions" in served, served[-2000:]
     printed = (run.stdout + run.stderr + evaluated.stdout + evaluated.stderr).encode()
     for name, secret in SECRETS.items():
         found = [str(p) for p in written if secret.encode() in p.read_bytes()]

@@ -11,6 +11,7 @@ Two kinds of engine behind the real HTTP server:
 
 from __future__ import annotations
 
+import hmac
 import http.client
 import json
 import random
@@ -434,6 +435,35 @@ def test_api_key(tiny):
         assert raw_request(server, "GET", "/health") == (200, {"status": "ok"})
         answer = ask(client(server, "s3cret"), "[split]")
         assert answer.choices[0].message.content == "Hello world"
+
+
+def test_api_keys_are_compared_in_constant_time(tiny, monkeypatch):
+    """Every key a request brings goes through `hmac.compare_digest` (its time does not depend
+    on where the bytes first differ), wrapped here to see each comparison; a wrong key of the
+    right length and one of another length are both refused. With `==` in its place, no
+    comparison would be seen and the first assertion would fail."""
+    seen: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def watched(a: Any, b: Any) -> bool:
+        seen.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", watched)
+    tokenizer = tiny[1]
+    engine = Engine(Scripted(tokenizer), tokenizer, GENERIC)
+    with running(engine, api_key="s3cret") as server:
+        for key, status in (
+            ("s3cres", 401),
+            ("s3", 401),
+            ("s3cret-and-more", 401),
+            ("s3cret", 200),
+        ):
+            headers = {"Authorization": f"Bearer {key}"}
+            assert raw_request(server, "GET", "/v1/models", headers=headers)[0] == status, key
+    assert seen == [
+        (key.encode(), b"s3cret") for key in ("s3cres", "s3", "s3cret-and-more", "s3cret")
+    ]
 
 
 def test_default_max_tokens_is_cut_to_the_context_left(tiny):

@@ -194,3 +194,54 @@ def test_a_damaged_file_of_a_done_stage_makes_that_stage_run_again(tmp_path: Pat
     for stage, name in cases:
         assert not run.is_done(stage, "tpo", 1), name
         assert (run.iter_dir("tpo", 1) / name).read_text() == '{"a": 1}\n'
+
+
+def test_recover_reads_every_line_of_every_file_and_changes_nothing_on_a_bad_one(tmp_path):
+    """A corrupted middle line in a file no stage reads again is found when a run resumes:
+    an error naming file and line, raised before anything is repaired or removed. A bad last
+    line (even one within the committed length) is repaired, as before."""
+    run = RunDir.open(tmp_path / "run", load_config(preset="tiny"))
+    scores = run.iter_dir("tpo", 1) / "scores.jsonl"
+    append_jsonl(scores, [Score("a", k, "v", 1.0).to_dict() for k in range(3)])
+    lines = scores.read_bytes().splitlines(keepends=True)
+    scores.write_bytes(lines[0] + b'{"instruction_id": "a", "ind\n' + lines[2])  # same length
+    torn = run.iter_dir("direct", 1) / "samples.jsonl"
+    torn.parent.mkdir(parents=True)
+    torn.write_bytes(b'{"a": 1}\n{"a": ')
+    leftover = run.root / ".manifest.json.tmp"
+    leftover.write_text("{")
+    before = {p: p.read_bytes() for p in run.root.rglob("*") if p.is_file()}
+    with pytest.raises(StoreError, match=re.escape(f"{scores}:2: malformed JSON")):
+        run.recover()
+    assert {p: p.read_bytes() for p in run.root.rglob("*") if p.is_file()} == before
+    scores.write_bytes(b"".join(lines))
+    assert run.recover() == [torn] and not leftover.exists()
+    scores.write_bytes(b"".join(lines[:2]) + b"garbage\n")  # the last line, committed
+    assert run.recover() == [scores] and scores.read_bytes() == b"".join(lines[:2])
+
+
+def test_a_run_with_another_config_on_a_busy_directory_names_the_holder(tmp_path):
+    RunDir.open(tmp_path / "run", load_config(preset="tiny"))
+    other = load_config(preset="tiny", overrides=["generation.num_samples=3"])
+    holder = f"pid {os.getpid()} on {socket.gethostname()}"
+    with RunDir.load(tmp_path / "run").lock(), pytest.raises(StoreError) as info:
+        RunDir.open(tmp_path / "run", other)
+    assert f"in use by another tpo process ({holder})" in str(info.value)
+    assert "also made with a different config: generation.num_samples (4 there, 3 now)" in str(
+        info.value
+    )
+
+
+def test_the_training_settings_may_change_until_a_training_finished(tmp_path, capfd):
+    """A first training stopped by a NaN loss: the run resumes with a lower learning rate.
+    Once a training finished, its settings are the run's."""
+    run = RunDir.open(tmp_path / "run", load_config(preset="tiny"))
+    run.mark_done("pairs", "tpo", 1)
+    lower = load_config(preset="tiny", overrides=["train.learning_rate=1e-7"])
+    assert RunDir.open(run.root, lower).config.train.learning_rate == 1e-7
+    assert "no training of it finished, so its config is replaced" in capfd.readouterr().err
+    with pytest.raises(StoreError, match=r"different config: generation\.num_samples"):
+        RunDir.open(run.root, load_config(preset="tiny", overrides=["generation.num_samples=3"]))
+    run.mark_done("train", "tpo", 1)
+    with pytest.raises(StoreError, match=r"different config: train\.learning_rate"):
+        RunDir.open(run.root, load_config(preset="tiny"))

@@ -16,11 +16,13 @@ module, over the run directory; this module only orders them, and nothing below 
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
+from tpo import faults
 from tpo.config import RunConfig
 from tpo.console import log
 from tpo.data.split import prepare_data
@@ -32,17 +34,75 @@ from tpo.eval.tracking import track
 from tpo.generate import GeneratorSource
 from tpo.generate.pool import Generators, release_for
 from tpo.generate.stage import generate_samples
-from tpo.judge.stage import judge_samples
+from tpo.judge import JudgeError
+from tpo.judge.stage import judge_failures, judge_samples
 from tpo.pairs import make_pairs
+from tpo.records import Score
 from tpo.report import write_report
-from tpo.store import RunDir
+from tpo.store import RunDir, read_jsonl, write_jsonl
 from tpo.train import train_model
 
 
 def _judge(run: RunDir, models: GeneratorSource, *, arm: str, iteration: int) -> None:
+    """The judge stage; one that finished with items the judge failed on (an endpoint that
+    was down, a timeout) is asked again for those items only, and when an answer changed,
+    what was made from its scores is redone (`redo_after_judge`)."""
+    path = run.iter_dir(arm, iteration) / "scores.jsonl"
+    failed = judge_failures(path) if run.is_done("judge", arm, iteration) else 0
+    if failed:
+        summary = run.manifest()["done"][RunDir.stage_key("judge", arm, iteration)]
+        before = read_jsonl(path, Score.from_dict)
+        log(f"{arm} iter {iteration} judge: the judge failed for {failed} items; asking again")
+        run.clear("judge", arm, iteration)
     if not run.is_done("judge", arm, iteration):
         release_for(run.config.judge, models)
-    judge_samples(run, arm=arm, iteration=iteration)
+    try:
+        judge_samples(run, arm=arm, iteration=iteration)
+    except JudgeError as exc:
+        if not failed:
+            raise
+        # every call asked again failed too: the finished stage stands as it was
+        write_jsonl(path, (score.to_dict() for score in before))
+        run.mark_done("judge", arm, iteration, **summary)
+        log(f"{arm} iter {iteration} judge: asked again, failed again ({exc}); it stands")
+        return
+    if failed and sorted(read_jsonl(path, Score.from_dict), key=_key) != sorted(before, key=_key):
+        redo_after_judge(run, arm, iteration)
+    elif failed:
+        log(f"{arm} iter {iteration} judge: no answer changed; the stages after it stand")
+
+
+def _key(score: Score) -> tuple[str, int]:
+    return score.instruction_id, score.index
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+        path.with_name(f".{path.name}.committed").unlink(missing_ok=True)
+
+
+def redo_after_judge(run: RunDir, arm: str, t: int) -> None:
+    """What was made from the scores of ARM iteration t is redone: that iteration's pairs,
+    training, selection and evaluation, every later iteration of the arm (its models descend
+    from this one), and what compared those models. Their files are removed with their
+    manifest entries, so that no stage resumes from records made from the old scores."""
+    d = run.iter_dir(arm, t)
+    for name in ("pairs", "train", "select", "eval"):
+        for pattern in STAGES[name][1]:
+            for path in d.glob(pattern):
+                _remove(path)
+        run.clear(name, arm, t)
+    _remove(d / "train.json")
+    for later in range(t, run.config.iterations + 1):
+        suite.clear_eval(run, arm, later)
+        if later > t:
+            shutil.rmtree(run.iter_dir(arm, later), ignore_errors=True)
+            for name in STAGES:
+                run.clear(name, arm, later)
+    log(f"{arm} iter {t} judge: answers changed, so the stages after it are redone")
 
 
 def _pairs(run: RunDir, models: GeneratorSource, *, arm: str, iteration: int) -> None:
@@ -63,7 +123,7 @@ STAGES: dict[str, tuple[Stage, tuple[str, ...]]] = {
     "generate": (generate_samples, ("samples.jsonl",)),
     "judge": (_judge, ("scores.jsonl",)),
     "pairs": (_pairs, ("pairs.jsonl",)),
-    "train": (train_model, ("model", "epochs")),
+    "train": (train_model, ("model", "epochs", "train_log.jsonl")),
     "select": (_select, ("select",)),
     "eval": (
         _eval,
@@ -85,14 +145,23 @@ def recover(run: RunDir) -> None:
             if not names or not rel[1].startswith("iter_"):
                 continue
             where = (names[0], rel[0], int(rel[1].removeprefix("iter_")))
+        if path.name == "train_log.jsonl":  # retrained, not adopted, so its log is whole again
+            (path.parent / "train.json").unlink(missing_ok=True)
         if run.is_done(*where):
             run.clear(*where)
             log(f"{RunDir.stage_key(*where)} is redone to complete {path.name}")
 
 
+def _begin(run: RunDir, stage: str, arm: str | None = None, t: int | None = None) -> None:
+    """Where a stage that is not done starts, for the crash tests (`tpo.faults.begin`)."""
+    if faults.watching() and not run.is_done(stage, arm, t):
+        faults.begin(RunDir.stage_key(stage, arm, t))
+
+
 def iteration(run: RunDir, models: GeneratorSource, arm: str, t: int) -> None:
     log(f"{arm} iteration {t}: {' -> '.join(STAGES)}")
-    for stage, _ in STAGES.values():
+    for name, (stage, _) in STAGES.items():
+        _begin(run, name, arm, t)
         stage(run, models, arm=arm, iteration=t)
 
 
@@ -102,9 +171,12 @@ def run_all(run: RunDir) -> list[dict[str, Any]]:
     with run.lock():
         recover(run)
         try:
+            _begin(run, "data")
             prepare_data(run)
+            _begin(run, "eval", "direct", 0)
             evaluate(run, models, arm="direct", iteration=0)
             for arm in run.config.arms:
+                _begin(run, "eval", arm, 0)
                 evaluate(run, models, arm=arm, iteration=0)
                 for t in range(1, run.config.iterations + 1):
                     iteration(run, models, arm, t)

@@ -57,10 +57,21 @@ def sync_path(path: Path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An OSError of a write (a full disk) names the file: a write's or a flush's does not."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
+    with _naming(tmp), open(tmp, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
@@ -106,12 +117,12 @@ def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if _committed(path) is None:  # the first append: what is there now is whole
         _commit(path, path.stat().st_size if path.exists() else 0)
-    with open(path, "ab") as f:
+    with _naming(path), open(path, "ab") as f:
         if faults.armed(f"append:{path}"):  # a torn write, for the crash tests
             f.write(data[: len(data) // 2])
             f.flush()
             os.fsync(f.fileno())
-            faults.kill()
+            faults.kill(f"halfway through an append to {path}")
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -181,6 +192,32 @@ def repair_jsonl(path: Path) -> str | None:
     return " and ".join(cut) or None
 
 
+def _malformed(path: Path, lineno: int) -> StoreError:
+    return StoreError(
+        f"{path}:{lineno}: malformed JSON (a damaged record: tpo drops no record by itself; "
+        "fix or delete that line, then rerun)"
+    )
+
+
+def check_jsonl(path: Path) -> None:
+    """Raise a StoreError naming the first bad line of `path` that `repair_jsonl` would keep:
+    every line before the last one of its committed part must be a JSON object. The whole
+    file is read, so damage in the middle of a file no stage reads again is found too."""
+    size = path.stat().st_size
+    committed = _committed(path)
+    end = committed if committed is not None and committed < size else size
+    with open(path, "rb") as f:
+        last = _last_line_start(f, end) if end else 0
+        f.seek(0)
+        offset = 0
+        for lineno, raw in enumerate(f, start=1):
+            if offset >= last:
+                return
+            offset += len(raw)
+            if not _readable(raw):
+                raise _malformed(path, lineno)
+
+
 def _repair_warned(path: Path) -> bool:
     """`repair_jsonl`, with a warning naming the file when something was cut."""
     what = repair_jsonl(path)
@@ -219,23 +256,22 @@ def read_jsonl(path: Path, parse: Callable[[Any], T], repair: bool = False) -> l
             try:
                 out.append(parse(json.loads(raw.decode("utf-8"))))
             except (json.JSONDecodeError, UnicodeDecodeError):
-                raise StoreError(
-                    f"{path}:{lineno}: malformed JSON (a damaged record: tpo drops no record "
-                    "by itself; fix or delete that line, then rerun)"
-                ) from None
+                raise _malformed(path, lineno) from None
             except ValueError as exc:
                 raise StoreError(f"{path}:{lineno}: {exc}") from None
     return out
 
 
-def _first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Each key whose value differs, as `KEY (OLD there, NEW now)`, in key order."""
     if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            diff = _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
-            if diff:
-                return diff
-        return None
-    return None if a == b else f"{prefix.rstrip('.')} ({a!r} there, {b!r} now)"
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix.rstrip('.')} ({a!r} there, {b!r} now)"]
+
+
+def _trained(done: Iterable[str]) -> bool:
+    return any(key.endswith(("/train", "/select")) for key in done)
 
 
 class RunDir:
@@ -257,15 +293,23 @@ class RunDir:
             old = yaml.safe_load(cfg_path.read_text()) or {}
             with contextlib.suppress(ConfigError):  # fill keys added since, with defaults
                 old = stored_config(old).to_dict()
-            diff = _first_difference(old, config.to_dict())
-            if diff and (run.manifest()["done"] or _held(root)):
+            diffs = _differences(old, config.to_dict())
+            diff, done = (diffs[0] if diffs else None), run.manifest()["done"]
+            holder = _holder(root)
+            if diff and holder:
+                raise _busy(root, holder, f"; it was also made with a different config: {diff}")
+            # the training settings shape only the train and select stages: while none is
+            # done (a first training stopped by a NaN loss), they may change
+            trainer_only = all(d.startswith("train.") for d in diffs) and not _trained(done)
+            if diff and done and not trainer_only:
                 raise StoreError(
                     f"{root} was made with a different config: {diff}; "
                     "use another --out, or the same config to resume"
                 )
             if not diff:
                 return run
-            warn(f"{root}: no stage of it finished, so its config is replaced ({diff})")
+            why = "no training of it finished" if done else "no stage of it finished"
+            warn(f"{root}: {why}, so its config is replaced ({', '.join(diffs)})")
         root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(cfg_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
         return run
@@ -335,6 +379,7 @@ class RunDir:
         key = self.stage_key(stage, arm, iteration)
         manifest["done"][key] = summary
         write_json(self.manifest_path, manifest)
+        faults.end(key)
         faults.reached(f"done:{key}")
 
     def clear(self, stage: str, arm: str | None = None, iteration: int | None = None) -> None:
@@ -353,11 +398,7 @@ class RunDir:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = f.read().strip() or "holder unknown"
-                raise StoreError(
-                    f"{self.root} is in use by another tpo process ({holder}); wait for it "
-                    "to end or stop it, then rerun"
-                ) from None
+                raise _busy(self.root, f.read().strip() or "holder unknown") from None
             stale = f.read().strip()
             if stale:
                 warn(f"{self.root}: taking over the lock of {stale}, which is no longer running")
@@ -374,30 +415,42 @@ class RunDir:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def recover(self) -> list[Path]:
-        """Undo what a crash left, under the lock, before a run or a stage starts: the
-        temporary files of interrupted whole-file writes are removed and every JSONL file is
-        repaired (`repair_jsonl`, a warning per file). Returns the files that were cut."""
+        """Undo what a crash left, under the lock, before a run or a stage starts. First every
+        line of every JSONL file the run wrote is checked (`check_jsonl`): a bad line that is
+        not the last is an error naming file and line, raised before anything is changed.
+        Then the temporary files of interrupted whole-file writes are removed and each JSONL
+        file is repaired (`repair_jsonl`, a warning per file). Returns the files that were cut."""
+        paths = [
+            path
+            for path in sorted(self.root.rglob("*.jsonl"))
+            # not a model being saved, nor a training's scratch files
+            if not any(p.endswith((".partial", ".work")) for p in path.relative_to(self.root).parts)
+        ]
+        for path in paths:
+            check_jsonl(path)
         for tmp in self.root.rglob(".*.tmp"):
             tmp.unlink()
-        repaired = []
-        for path in sorted(self.root.rglob("*.jsonl")):
-            if any(p.endswith((".partial", ".work")) for p in path.relative_to(self.root).parts):
-                continue  # a model being saved, a training's scratch files
-            if _repair_warned(path):
-                repaired.append(path)
-        return repaired
+        return [path for path in paths if _repair_warned(path)]
 
 
-def _held(root: Path) -> bool:
-    """Whether a live process holds the lock of the run directory `root`."""
+def _busy(root: Path, holder: str, more: str = "") -> StoreError:
+    return StoreError(
+        f"{root} is in use by another tpo process ({holder}){more}; wait for it to end or "
+        "stop it, then rerun"
+    )
+
+
+def _holder(root: Path) -> str | None:
+    """Who holds the lock of the run directory `root` (pid, host), when a live process does."""
     try:
         fd = os.open(root / LOCK, os.O_RDONLY)
     except FileNotFoundError:
-        return False
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return True
+        with os.fdopen(os.dup(fd)) as f:
+            return f.read().strip() or "holder unknown"
     finally:
         os.close(fd)  # closing drops a lock this probe took
-    return False
+    return None

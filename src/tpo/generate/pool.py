@@ -115,6 +115,7 @@ def _vllm(settings: LoadSettings) -> Backend:
         trust_remote_code=settings.trust_remote_code,
         vllm=settings.vllm,
         reasoning=settings.reasoning,
+        allow_pickle=settings.allow_pickle,
     )
     return VLLMBackend(engine)
 

@@ -61,6 +61,7 @@ class EngineSettings:
     vllm: VLLMConfig
     # (thought marker, forced text) for vLLM's thinking budget; None: forcing is two-phase
     reasoning: tuple[str, str] | None = None
+    allow_pickle: bool = False  # model.allow_pickle: else vLLM loads safetensors weights only
 
 
 def reasoning_strings(fmt: ThoughtFormat) -> tuple[str, str] | None:
@@ -82,6 +83,8 @@ def engine_kwargs(path: str, s: EngineSettings) -> dict[str, Any]:
         "tensor_parallel_size": s.vllm.tensor_parallel_size,
         "gpu_memory_utilization": s.vllm.gpu_memory_utilization,
         "enable_sleep_mode": s.vllm.sleep_mode,
+        # vLLM's "auto" falls back to .bin/.pt weights, which it unpickles (model.allow_pickle)
+        "load_format": "auto" if s.allow_pickle else "safetensors",
     }
     if s.vllm.max_model_len is not None:
         kwargs["max_model_len"] = s.vllm.max_model_len

@@ -29,9 +29,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tpo import faults, storage_errors
 from tpo.judge import JudgeError
 
 _BATCH = 500  # sqlite's default limit on host parameters is 999
+
+
+def _said(exc: BaseException) -> str:
+    """A full disk or a read-only directory as the one line that says what to do."""
+    return storage_errors.describe(exc) or str(exc)
 
 
 def cache_key(identity: str, *texts: str) -> str:
@@ -56,7 +62,7 @@ class JudgeCache:
             )
             self._db.commit()
         except (OSError, sqlite3.Error) as exc:
-            raise JudgeError(f"cannot open the judge cache {self.path}: {exc}") from None
+            raise JudgeError(f"cannot open the judge cache {self.path}: {_said(exc)}") from None
 
     def get(self, keys: Sequence[str]) -> dict[str, Any]:
         """The stored answers of those keys that have one."""
@@ -71,7 +77,7 @@ class JudgeCache:
                         f"SELECT key, value FROM judgements WHERE key IN ({marks})", part
                     ).fetchall()
                 except sqlite3.Error as exc:
-                    raise JudgeError(f"judge cache {self.path}: {exc}") from None
+                    raise JudgeError(f"judge cache {self.path}: {_said(exc)}") from None
                 found.update((key, json.loads(value)) for key, value in rows)
         return found
 
@@ -79,12 +85,13 @@ class JudgeCache:
         if not answers:
             return
         rows = [(key, json.dumps(value)) for key, value in answers.items()]
+        faults.reached(f"cache:{self.path}")
         with self._lock:
             try:
                 self._db.executemany("INSERT OR REPLACE INTO judgements VALUES (?, ?)", rows)
                 self._db.commit()
             except sqlite3.Error as exc:
-                raise JudgeError(f"judge cache {self.path}: {exc}") from None
+                raise JudgeError(f"judge cache {self.path}: {_said(exc)}") from None
 
     def __len__(self) -> int:
         with self._lock:

@@ -214,6 +214,11 @@ def judge_file(
     return scores, judge_summary(judge.stats, time.perf_counter() - start)
 
 
+def judge_failures(path: Path) -> int:
+    """How many scores in the file at `path` record a judge failure (not a parse failure)."""
+    return sum(s.error == JUDGE_FAILED for s in read_jsonl(path, Score.from_dict))
+
+
 def judge_samples(run: RunDir, *, arm: str, iteration: int) -> None:
     """The judge stage of one arm and iteration: samples.jsonl -> scores.jsonl, by `judge`."""
     if run.is_done("judge", arm, iteration):

@@ -147,6 +147,13 @@ class Handler(BaseHTTPRequestHandler):
             self._discard(length)
             raise RequestError(413, f"the body is over {limit} bytes", code="body_too_large")
         raw = self.rfile.read(length)
+        if len(raw) < length:  # the client shut its side: no more is coming
+            self.close_connection = True
+            raise RequestError(
+                400,
+                f"the body ended after {len(raw)} of the {length} bytes its Content-Length gives",
+                code="incomplete_body",
+            )
         try:
             return json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -39,12 +39,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tpo import faults
 from tpo.config import ModelConfig, TrainConfig
 from tpo.models import load_model, load_tokenizer, pick_device
 from tpo.records import Pair
 from tpo.train.epochs import collect_epochs
 from tpo.train.guard import check_losses, finite_loss_callback, install
-from tpo.train.launch import TrainError
+from tpo.train.launch import TrainError, rank
 
 
 def _dpo_args(cfg: TrainConfig, out: Path, seed: int, device: str) -> Any:
@@ -286,13 +287,22 @@ def train_dpo(
     from accelerate.utils import gather_object
 
     work = out_dir.with_name(out_dir.name + ".work")
+    # the scratch of a training that was killed or stopped by a bad loss is never reused: its
+    # epoch checkpoints would pass for this training's
+    if rank() == 0:  # before any process opens it (the trainer's args do not)
+        shutil.rmtree(work, ignore_errors=True)
     trainer, recorder, tokenizer = _trainer(
         pairs, model_path, model_cfg=model_cfg, cfg=cfg, work=work, seed=seed, log_file=log_file
     )
     started = time.time()
     result = trainer.train()
     seconds = time.time() - started
-    check_losses(trainer, result, cfg.learning_rate)
+    try:
+        check_losses(trainer, result, cfg.learning_rate)
+    except TrainError:
+        if trainer.accelerator.is_main_process:
+            shutil.rmtree(work, ignore_errors=True)  # nothing of it may be loaded
+        raise
     acc = trainer.accelerator
     sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
     own = None if sharded else weights_digest(acc.unwrap_model(trainer.model))
@@ -302,12 +312,14 @@ def train_dpo(
     if acc.is_main_process:
         shutil.rmtree(partial, ignore_errors=True)
     acc.wait_for_everyone()
+    faults.begin(str(out_dir))
     with _quiet():
         saved = _save(trainer, model_path, tokenizer, cfg, partial)
     acc.wait_for_everyone()
     if not acc.is_main_process:
         return None
     install(partial, out_dir)
+    faults.end(str(out_dir))
     if cfg.select_checkpoint:
         epochs = collect_epochs(work, out_dir, model_path, tokenizer, cfg)
     shutil.rmtree(work, ignore_errors=True)

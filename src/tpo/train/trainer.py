@@ -22,6 +22,7 @@ from trl import DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
+from tpo import faults
 from tpo.train.packing import completion_logps, model_inputs
 
 LOSS_TYPES = ("sigmoid", "sft")
@@ -78,7 +79,11 @@ class SharedPromptDPOTrainer(DPOTrainer):
             "sigmoid": lambda: -F.logsigmoid(self.beta * (chosen_ratio - rejected_ratio)).mean(),
             "sft": lambda: -token_logps[inputs["token_owner"] % 2 == 0].mean(),
         }
-        loss = sum(terms[t]() * w for t, w in zip(self.loss_types, self.loss_weights, strict=True))
+        loss: Any = sum(
+            terms[t]() * w for t, w in zip(self.loss_types, self.loss_weights, strict=True)
+        )
+        if faults.armed("loss:inf"):  # a loss that overflows, for the guard's tests
+            loss = loss * float("inf")
         self._record(inputs, sums.detach(), chosen_ratio.detach(), rejected_ratio.detach())
         return loss
 
