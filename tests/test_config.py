@@ -1,5 +1,7 @@
 """Config: every preset loads; bad keys and values give one-line errors naming the key."""
 
+from pathlib import Path
+
 import pytest
 
 from tpo.config import (
@@ -38,6 +40,20 @@ def test_every_shipped_preset_loads_with_every_value_it_sets(name):
     for key, value in default.items():
         if key not in written:
             assert loaded[key] == value, key
+
+
+def test_the_settings_study_never_reads_the_held_out_split():
+    """benchmarks/study/validation.yaml (README's study) over the shipped embedded preset: its
+    evaluation prompts are cut from the training source, so settings are chosen without the
+    held-out split, and it is the embedded model, judge and training method."""
+    study = Path(__file__).parents[1] / "benchmarks" / "study" / "validation.yaml"
+    cfg, shipped = load_config(study, preset="embedded"), load_config()
+    assert cfg.data.heldout.path == "same" and cfg.data.train.path == "builtin:train"
+    assert (cfg.model, cfg.judge, cfg.train.method) == (
+        shipped.model,
+        shipped.judge,
+        shipped.train.method,
+    )
 
 
 def test_presets_include_embedded_and_tiny():
