@@ -174,7 +174,7 @@ def test_the_lock_names_its_holder_and_a_dead_holder_is_taken_over(tmp_path, cap
 
 
 def test_a_damaged_file_of_a_done_stage_makes_that_stage_run_again(tmp_path: Path):
-    """Files named by a pattern (eval_try1_samples.jsonl) or inside a stage's folder
+    """Files named by a pattern (eval_try1_samples.jsonl, math-*) or inside a stage's folder
     (select/...) are matched to their stage, as plain names (samples.jsonl) are."""
     from tpo import pipeline
     from tpo.config import config_from_dict
@@ -184,16 +184,21 @@ def test_a_damaged_file_of_a_done_stage_makes_that_stage_run_again(tmp_path: Pat
         ("eval", "eval_try1_samples.jsonl"),
         ("select", "select/epoch_1_samples.jsonl"),
         ("generate", "samples.jsonl"),
+        ("math", "math-0a1b_samples.jsonl"),  # the eval suite's math outputs
+        ("train", "sft_log.jsonl"),  # the SFT warm-up's log: the warm-up is redone too
     ]
+    sft_done = run.iter_dir("tpo", 1) / "sft.json"
     for stage, name in cases:
         path = run.iter_dir("tpo", 1) / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text('{"a": 1}\n{"a": 2')  # a cut-off last line
         run.mark_done(stage, "tpo", 1)
+    sft_done.write_text("{}")
     pipeline.recover(run)
     for stage, name in cases:
         assert not run.is_done(stage, "tpo", 1), name
         assert (run.iter_dir("tpo", 1) / name).read_text() == '{"a": 1}\n'
+    assert not sft_done.exists()
 
 
 def test_recover_reads_every_line_of_every_file_and_changes_nothing_on_a_bad_one(tmp_path):

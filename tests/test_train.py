@@ -3,6 +3,7 @@ and the loss of the first step derived by hand."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -145,3 +146,7 @@ def test_sft_warmup_learns_the_chosen_output_and_is_adopted_on_resume(
     assert sft_warmup(built, tiny_path, pairs_sha256="abc", **kwargs) == str(out)
     with pytest.raises(pytest.fail.Exception, match="trained again"):
         sft_warmup(built, tiny_path, pairs_sha256="other pairs", **kwargs)
+    # other training settings (a lower learning rate after a NaN stop) warm up again too
+    kwargs["cfg"] = dataclasses.replace(cfg, learning_rate=1e-4)
+    with pytest.raises(pytest.fail.Exception, match="trained again"):
+        sft_warmup(built, tiny_path, pairs_sha256="abc", **kwargs)

@@ -123,13 +123,17 @@ STAGES: dict[str, tuple[Stage, tuple[str, ...]]] = {
     "generate": (generate_samples, ("samples.jsonl",)),
     "judge": (_judge, ("scores.jsonl",)),
     "pairs": (_pairs, ("pairs.jsonl",)),
-    "train": (train_model, ("model", "epochs", "train_log.jsonl")),
+    "train": (train_model, ("model", "epochs", "train_log.jsonl", "sft_log.jsonl")),
     "select": (_select, ("select",)),
     "eval": (
         _eval,
         ("eval_samples.jsonl", "eval_try*_samples.jsonl", "eval_scores.jsonl", "eval.json"),
     ),
 }
+
+
+# Stages of `suite.after_run` whose files sit in ARM/iter_T/ too (the math set's outputs).
+AFTER_RUN_FILES: dict[str, tuple[str, ...]] = {"math": ("math-*",)}
 
 
 def recover(run: RunDir) -> None:
@@ -141,12 +145,15 @@ def recover(run: RunDir) -> None:
             where: tuple[str, str | None, int | None] = ("data", None, None)
         else:  # ARM/iter_T/FILE, or a file inside a stage's folder (select/...)
             top = rel[2] if len(rel) >= 3 else ""
-            names = [n for n, (_, files) in STAGES.items() if any(fnmatch(top, f) for f in files)]
+            files_of = {n: files for n, (_, files) in STAGES.items()} | AFTER_RUN_FILES
+            names = [n for n, files in files_of.items() if any(fnmatch(top, f) for f in files)]
             if not names or not rel[1].startswith("iter_"):
                 continue
             where = (names[0], rel[0], int(rel[1].removeprefix("iter_")))
         if path.name == "train_log.jsonl":  # retrained, not adopted, so its log is whole again
             (path.parent / "train.json").unlink(missing_ok=True)
+        if path.name == "sft_log.jsonl":  # the warm-up too (adopted through its sft.json)
+            (path.parent / "sft.json").unlink(missing_ok=True)
         if run.is_done(*where):
             run.clear(*where)
             log(f"{RunDir.stage_key(*where)} is redone to complete {path.name}")

@@ -51,6 +51,15 @@ def _sft_args(cfg: TrainConfig, out: Path, seed: int, device: str) -> Any:
     )
 
 
+def _settings(cfg: TrainConfig, seed: int) -> dict[str, Any]:
+    """What the warm-up's model depends on besides its pairs and seed model."""
+    keys: tuple[str, ...] = ("method", "learning_rate", "sft_learning_rate", "sft_warmup_epochs")
+    keys += ("batch_size",)
+    keys += ("gradient_accumulation_steps", "max_length", "lora_r", "lora_alpha", "lora_dropout")
+    keys += ("warmup_ratio", "bf16")
+    return {k: getattr(cfg, k) for k in keys} | {"seed": seed}
+
+
 def sft_warmup(
     pairs: Sequence[Pair],
     model_path: str,
@@ -65,7 +74,9 @@ def sft_warmup(
     (prompt, chosen), or adopted when its sft.json names the same pairs file."""
     done = out_dir.with_name("sft.json")
     made = (out_dir / "config.json").is_file() and done.is_file()
-    if made and read_json(done).get("pairs_sha256") == pairs_sha256:
+    settings = _settings(cfg, seed)  # a rerun with other training settings warms up again
+    record = read_json(done) if made else {}
+    if made and (record.get("pairs_sha256"), record.get("settings")) == (pairs_sha256, settings):
         return str(out_dir)
     from accelerate import PartialState
     from datasets import Dataset
@@ -114,6 +125,7 @@ def sft_warmup(
             "final_loss": logs[-1] if logs else None,
             "seconds": round(time.time() - started, 1),
             "pairs_sha256": pairs_sha256,
+            "settings": settings,
         }
         write_json(done, summary)
     state.wait_for_everyone()
@@ -124,4 +136,5 @@ def warmup_summary(out_dir: Path) -> dict[str, Any]:
     """What the warm-up recorded (for train.json and the manifest), without the digest."""
     summary = dict(read_json(out_dir.with_name("sft.json")))
     summary.pop("pairs_sha256", None)
+    summary.pop("settings", None)
     return summary
