@@ -88,6 +88,22 @@ def test_pickle_weights_are_refused_unless_allowed(tmp_path, tiny):
     assert loaded.config.vocab_size == model.config.vocab_size
 
 
+@pytest.mark.parametrize("name", ["model.pt", "weights.pth", "model.ckpt", "model.pkl"])
+def test_every_pickle_format_is_refused_unless_allowed(tmp_path, tiny_path, name):
+    """Not only .bin: a model whose only weights are a .pt/.pth/.ckpt/.pkl file is refused
+    with the setting named (the reward-model judge's own setting where it loads one)."""
+    from tpo.models import checkpoint_problem
+
+    d = copy(tiny_path, tmp_path / "m")
+    for f in d.glob("*.safetensors*"):
+        f.unlink()
+    (d / name).write_bytes(b"not loaded")
+    why = checkpoint_problem(d, setting="judge.reward_model.allow_pickle: true")
+    assert why is not None and f"pickle format ({name})" in why
+    assert "judge.reward_model.allow_pickle: true" in why
+    assert checkpoint_problem(d, allow_pickle=True) is None
+
+
 def test_custom_code_does_not_run_unless_trusted(tmp_path, tiny_path):
     """A checkpoint whose config maps to its own modeling file: without trust_remote_code
     (the default everywhere) the file is never imported, so its side effect never happens."""
