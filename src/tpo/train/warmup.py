@@ -42,6 +42,7 @@ def _sft_args(cfg: TrainConfig, out: Path, seed: int, device: str) -> Any:
         bf16=cfg.bf16,
         gradient_checkpointing=cfg.gradient_checkpointing,
         logging_steps=1,
+        disable_tqdm=False,  # else transformers prints each log dict (PrinterCallback)
         save_strategy="no",
         report_to="none",
         seed=seed,
@@ -80,7 +81,7 @@ def sft_warmup(
         return str(out_dir)
     from accelerate import PartialState
     from datasets import Dataset
-    from transformers.trainer_callback import ProgressCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import SFTTrainer
 
     from tpo.train.dpo import _lora, _quiet, _save
@@ -103,6 +104,7 @@ def sft_warmup(
             peft_config=_lora(cfg) if cfg.method == "lora" else None,
         )
     trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
     trainer.add_callback(TrainProgress(out_dir.with_name("sft_log.jsonl"), desc="SFT warm-up"))
     started = time.time()
     result = trainer.train()
