@@ -39,7 +39,7 @@ from tpo.judge.stage import judge_failures, judge_samples
 from tpo.pairs import make_pairs
 from tpo.records import Score
 from tpo.report import write_report
-from tpo.store import RunDir, read_jsonl, write_jsonl
+from tpo.store import RunDir, read_jsonl, remove_path, write_jsonl
 from tpo.train import train_model
 
 
@@ -76,14 +76,6 @@ def _key(score: Score) -> tuple[str, int]:
     return score.instruction_id, score.index
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
-        path.with_name(f".{path.name}.committed").unlink(missing_ok=True)
-
-
 def redo_after_judge(run: RunDir, arm: str, t: int) -> None:
     """What was made from the scores of ARM iteration t is redone: that iteration's pairs,
     training, selection and evaluation, every later iteration of the arm (its models descend
@@ -93,9 +85,9 @@ def redo_after_judge(run: RunDir, arm: str, t: int) -> None:
     for name in ("pairs", "train", "select", "eval"):
         for pattern in STAGES[name][1]:
             for path in d.glob(pattern):
-                _remove(path)
+                remove_path(path)
         run.clear(name, arm, t)
-    _remove(d / "train.json")
+    remove_path(d / "train.json")
     for later in range(t, run.config.iterations + 1):
         suite.clear_eval(run, arm, later)
         if later > t:
@@ -134,26 +126,27 @@ STAGES: dict[str, tuple[Stage, tuple[str, ...]]] = {
 
 # Stages of `suite.after_run` whose files sit in ARM/iter_T/ too (the math set's outputs).
 AFTER_RUN_FILES: dict[str, tuple[str, ...]] = {"math": ("math-*",)}
+# A training log and the record through which its training is adopted on resume: a damaged
+# log goes with its record, so that the training runs again and writes the log whole.
+ADOPTED_THROUGH = {"train_log.jsonl": "train.json", "sft_log.jsonl": "sft.json"}
 
 
 def recover(run: RunDir) -> None:
     """Repair what a crash left in the run directory (`RunDir.recover`); a stage whose file
     lost records is no longer done, so it makes them again."""
+    files_of = {n: files for n, (_, files) in STAGES.items()} | AFTER_RUN_FILES
     for path in run.recover():
         rel = path.relative_to(run.root).parts
         if rel[0] == "data":
             where: tuple[str, str | None, int | None] = ("data", None, None)
         else:  # ARM/iter_T/FILE, or a file inside a stage's folder (select/...)
             top = rel[2] if len(rel) >= 3 else ""
-            files_of = {n: files for n, (_, files) in STAGES.items()} | AFTER_RUN_FILES
             names = [n for n, files in files_of.items() if any(fnmatch(top, f) for f in files)]
             if not names or not rel[1].startswith("iter_"):
                 continue
             where = (names[0], rel[0], int(rel[1].removeprefix("iter_")))
-        if path.name == "train_log.jsonl":  # retrained, not adopted, so its log is whole again
-            (path.parent / "train.json").unlink(missing_ok=True)
-        if path.name == "sft_log.jsonl":  # the warm-up too (adopted through its sft.json)
-            (path.parent / "sft.json").unlink(missing_ok=True)
+        if path.name in ADOPTED_THROUGH:
+            (path.parent / ADOPTED_THROUGH[path.name]).unlink(missing_ok=True)
         if run.is_done(*where):
             run.clear(*where)
             log(f"{RunDir.stage_key(*where)} is redone to complete {path.name}")

@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -128,6 +129,15 @@ def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
         os.fsync(f.fileno())
         size = f.tell()
     _commit(path, size)
+
+
+def remove_path(path: Path) -> None:
+    """Remove a stage's file (with its committed-length sidecar) or folder, if there."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+        _committed_path(path).unlink(missing_ok=True)
 
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
