@@ -302,7 +302,7 @@ def out_of_space(out: Path, disk: Disk) -> None:
     proc = start(out, preexec=disk.preexec)
     err = finish(proc)
     disk.free()
-    no_room(out, proc, err)
+    no_room(out, proc, err, "model.partial")  # the file the save was writing is named
 
 
 def no_room(out: Path, proc: subprocess.Popen, err: str, where: str = "") -> None:

@@ -6,6 +6,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,11 @@ def test_serve_process_answers_with_its_key_and_stops_on_ctrl_c(tmp_path):
         match = re.search(r"listening on (http://127\.0\.0\.1:\d+/v1)", line)
         assert match, line + (tmp_path / "stderr.txt").read_text()[-2000:]
         assert "generic" in line and "thought budget 3" in line
+        # bound to 127.0.0.1 itself, not every address: another loopback address (Linux
+        # routes 127.0.0.0/8 to lo, where a 0.0.0.0 bind would answer) is refused
+        port = int(match.group(1).rsplit(":", 1)[1].split("/")[0])
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", port), timeout=10).close()
         client = openai.OpenAI(base_url=match.group(1), api_key="k3y", max_retries=0)
         reply = client.chat.completions.create(
             model="tiny-random",

@@ -150,3 +150,23 @@ def test_sft_warmup_learns_the_chosen_output_and_is_adopted_on_resume(
     kwargs["cfg"] = dataclasses.replace(cfg, learning_rate=1e-4)
     with pytest.raises(pytest.fail.Exception, match="trained again"):
         sft_warmup(built, tiny_path, pairs_sha256="abc", **kwargs)
+
+
+def test_sft_warmup_stopped_by_a_nan_loss_saves_nothing(tmp_path, tiny_path):
+    """An SFT warm-up whose loss turns NaN (train.sft_learning_rate 1e12) stops with one
+    TrainError naming the SFT loss, the step and the setting to lower; no warmed-up model,
+    partial save, scratch or sft.json is left (the DPO that follows would start from it).
+    The same call at a sane rate then warms up."""
+    from tpo.train.launch import TrainError
+    from tpo.train.warmup import sft_warmup
+
+    cfg = TrainConfig(batch_size=2, max_length=128, sft_warmup_epochs=1, sft_learning_rate=1e12)
+    out = tmp_path / "iter_1" / "sft_model"
+    kwargs = {"model_cfg": ModelConfig(name_or_path=tiny_path), "out_dir": out, "seed": 0}
+    with pytest.raises(TrainError, match=r"the SFT loss became nan at step \d") as raised:
+        sft_warmup(pairs(4), tiny_path, cfg=cfg, pairs_sha256="abc", **kwargs)
+    assert "lower train.sft_learning_rate (now 1e+12)" in str(raised.value)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["sft_log.jsonl"]
+    sane = dataclasses.replace(cfg, sft_learning_rate=1e-4)
+    assert sft_warmup(pairs(4), tiny_path, cfg=sane, pairs_sha256="abc", **kwargs) == str(out)
+    assert (out / "config.json").is_file() and out.with_name("sft.json").is_file()

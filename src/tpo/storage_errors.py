@@ -12,7 +12,9 @@ disk has room or the directory is writable again.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+from collections.abc import Iterator
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
@@ -60,3 +62,34 @@ def describe(exc: BaseException) -> str | None:
             fix = "make the directory writable"
         return f"{what}{where}: {fix} and rerun the same command; it resumes where it stopped"
     return None
+
+
+@contextlib.contextmanager
+def naming(path: object) -> Iterator[None]:
+    """A storage fault inside the block that names no file (safetensors, tokenizers and torch
+    say only "No space left on device (os error 28)") is raised again as an OSError naming
+    `path`, what the block was writing; the original stays its cause.
+
+    >>> with naming("run/iter_1/model.partial"):
+    ...     raise RuntimeError("No space left on device (os error 28)")
+    Traceback (most recent call last):
+    ...
+    OSError: [Errno 28] no space left on device: 'run/iter_1/model.partial'
+    """
+    try:
+        yield
+    except Exception as exc:
+        line = describe(exc)
+        if line is None or any(isinstance(e, OSError) and e.filename for e in _chain(exc)):
+            raise
+        what = line.split(":")[0]
+        raise OSError(_ERRNO.get(what, errno.EIO), what, str(path)) from exc
+
+
+_ERRNO = {  # describe()'s words for a fault named by message, as an errno
+    "no space left on device": errno.ENOSPC,
+    "disk quota exceeded": errno.EDQUOT,
+    "file too large (a file-size limit)": errno.EFBIG,
+    "read-only file system": errno.EROFS,
+    "permission denied": errno.EACCES,
+}

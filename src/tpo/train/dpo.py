@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tpo import faults
+from tpo import faults, storage_errors
 from tpo.config import ModelConfig, TrainConfig
 from tpo.models import load_model, load_tokenizer, pick_device
 from tpo.records import Pair
@@ -139,16 +139,25 @@ def _lora(cfg: TrainConfig) -> Any:
     )
 
 
-def _save(trainer: Any, model_path: str, tokenizer: Any, cfg: TrainConfig, partial: Path) -> Any:
+def _save(
+    trainer: Any,
+    model_path: str,
+    tokenizer: Any,
+    cfg: TrainConfig,
+    partial: Path,
+    model_cfg: ModelConfig,
+) -> Any:
     """Save the trained model to `partial` (every rank calls this); the digest of what rank 0
-    saved, or None where the weights are sharded (DeepSpeed, FSDP: the trainer gathers them)."""
+    saved, or None where the weights are sharded (DeepSpeed, FSDP: the trainer gathers them).
+    A LoRA adapter saved sharded is merged into the base, loaded as `model_cfg` allows."""
     acc = trainer.accelerator
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
         trainer.save_model(str(partial))  # collective: gathers the full weights, rank 0 writes
         if acc.is_main_process and cfg.method == "lora":
             from peft import PeftModel
 
-            base = load_model(model_path, "float32", "cpu")
+            trust, pickle = model_cfg.trust_remote_code, model_cfg.allow_pickle
+            base = load_model(model_path, "float32", "cpu", trust, pickle)
             merged = PeftModel.from_pretrained(base, str(partial)).merge_and_unload()
             shutil.rmtree(partial)
             merged.save_pretrained(partial)
@@ -313,15 +322,15 @@ def train_dpo(
         shutil.rmtree(partial, ignore_errors=True)
     acc.wait_for_everyone()
     faults.begin(str(out_dir))
-    with _quiet():
-        saved = _save(trainer, model_path, tokenizer, cfg, partial)
+    with _quiet(), storage_errors.naming(partial):  # a full disk names what was saved
+        saved = _save(trainer, model_path, tokenizer, cfg, partial, model_cfg)
     acc.wait_for_everyone()
     if not acc.is_main_process:
         return None
     install(partial, out_dir)
     faults.end(str(out_dir))
     if cfg.select_checkpoint:
-        epochs = collect_epochs(work, out_dir, model_path, tokenizer, cfg)
+        epochs = collect_epochs(work, out_dir, model_path, tokenizer, cfg, model_cfg)
     shutil.rmtree(work, ignore_errors=True)
     summary = _summary(trainer, result, len(pairs), seconds)
     if cfg.select_checkpoint:

@@ -16,11 +16,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tpo.config import TrainConfig
+from tpo.config import ModelConfig, TrainConfig
 
 
 def collect_epochs(
-    work: Path, out_dir: Path, model_path: str, tokenizer: Any, cfg: TrainConfig
+    work: Path,
+    out_dir: Path,
+    model_path: str,
+    tokenizer: Any,
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
 ) -> list[dict[str, Any]]:
     """Move the trainer's per-epoch checkpoints in `work` (checkpoint-STEP/) to
     out_dir/../epochs/epoch_E/ as loadable models; returns one entry per epoch, the last
@@ -38,7 +43,7 @@ def collect_epochs(
     out: list[dict[str, Any]] = []
     for number, entry in enumerate(entries[:-1], start=1):
         target = epochs_dir / f"epoch_{number}"
-        _as_model(entry["checkpoint"], target, model_path, tokenizer, cfg)
+        _as_model(entry["checkpoint"], target, model_path, tokenizer, cfg, model_cfg)
         rel = str(target.relative_to(out_dir.parent))
         out.append({"epoch": entry["epoch"], "step": entry["step"], "path": rel})
     final = entries[-1] if entries else {"epoch": cfg.epochs, "step": last_step}
@@ -46,8 +51,16 @@ def collect_epochs(
     return out
 
 
-def _as_model(checkpoint: Path, target: Path, model_path: str, tokenizer: Any, cfg: TrainConfig):
-    """A checkpoint as a plain model folder: moved as it is, or (LoRA) merged into the base."""
+def _as_model(
+    checkpoint: Path,
+    target: Path,
+    model_path: str,
+    tokenizer: Any,
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+) -> None:
+    """A checkpoint as a plain model folder: moved as it is, or (LoRA) merged into the base,
+    loaded with the seed model's own trust_remote_code and allow_pickle settings."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if cfg.method != "lora":
         shutil.move(str(checkpoint), str(target))
@@ -56,7 +69,9 @@ def _as_model(checkpoint: Path, target: Path, model_path: str, tokenizer: Any, c
 
     from tpo.models import load_model
 
-    base = load_model(model_path, "float32", "cpu")
+    base = load_model(
+        model_path, "float32", "cpu", model_cfg.trust_remote_code, model_cfg.allow_pickle
+    )
     merged = PeftModel.from_pretrained(base, str(checkpoint)).merge_and_unload()
     merged.save_pretrained(target)
     tokenizer.save_pretrained(target)

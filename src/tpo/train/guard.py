@@ -48,16 +48,23 @@ def finite_loss_callback() -> Any:
     return FiniteLoss()
 
 
-def check_losses(trainer: Any, result: Any, learning_rate: float) -> None:
-    """Raise a TrainError when a logged loss, or the mean training loss, is not finite."""
+def check_losses(
+    trainer: Any,
+    result: Any,
+    learning_rate: float,
+    what: str = "DPO",
+    setting: str = "train.learning_rate",
+) -> None:
+    """Raise a TrainError when a logged loss, or the mean training loss, is not finite; the
+    message names the training (`what`: DPO, SFT) and the rate's setting."""
     bad = next((c.bad for c in trainer.callback_handler.callbacks if getattr(c, "bad", None)), None)
     if bad is None and not math.isfinite(float(result.training_loss)):
         bad = (int(result.global_step), float(result.training_loss))
     if bad is not None:
         step, loss = bad
         raise TrainError(
-            f"the DPO loss became {loss} at step {step}: training stopped and nothing was "
-            f"saved, so the previous model is kept; lower train.learning_rate (now "
+            f"the {what} loss became {loss} at step {step}: training stopped and nothing was "
+            f"saved, so the previous model is kept; lower {setting} (now "
             f"{learning_rate:g}) or check the pairs and the seed model, then rerun"
         )
 

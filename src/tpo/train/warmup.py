@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tpo import storage_errors
 from tpo.config import ModelConfig, TrainConfig
 from tpo.models import load_model, load_tokenizer, pick_device
 from tpo.records import Pair
@@ -42,6 +43,7 @@ def _sft_args(cfg: TrainConfig, out: Path, seed: int, device: str) -> Any:
         bf16=cfg.bf16,
         gradient_checkpointing=cfg.gradient_checkpointing,
         logging_steps=1,
+        logging_nan_inf_filter=False,  # a NaN loss must show, to stop (train/guard.py)
         disable_tqdm=False,  # else transformers prints each log dict (PrinterCallback)
         save_strategy="no",
         report_to="none",
@@ -50,6 +52,11 @@ def _sft_args(cfg: TrainConfig, out: Path, seed: int, device: str) -> Any:
         use_cpu=device == "cpu",
         dataloader_num_workers=0,
     )
+
+
+def _rate_setting(cfg: TrainConfig) -> str:
+    """The setting the warm-up's learning rate came from, for its error message."""
+    return "train.sft_learning_rate" if cfg.sft_learning_rate else "train.learning_rate"
 
 
 def _settings(cfg: TrainConfig, seed: int) -> dict[str, Any]:
@@ -85,6 +92,8 @@ def sft_warmup(
     from trl import SFTTrainer
 
     from tpo.train.dpo import _lora, _quiet, _save
+    from tpo.train.guard import check_losses, finite_loss_callback, install
+    from tpo.train.launch import TrainError
     from tpo.train.progress import TrainProgress
 
     device = pick_device(model_cfg.device)
@@ -102,22 +111,29 @@ def sft_warmup(
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
             peft_config=_lora(cfg) if cfg.method == "lora" else None,
+            callbacks=[finite_loss_callback()],
         )
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(TrainProgress(out_dir.with_name("sft_log.jsonl"), desc="SFT warm-up"))
     started = time.time()
     result = trainer.train()
-    partial = out_dir.with_name(out_dir.name + ".partial")
     state = PartialState()
+    try:  # a NaN or infinite loss: nothing is saved, DPO is not reached
+        check_losses(trainer, result, args.learning_rate, "SFT", _rate_setting(cfg))
+    except TrainError:
+        if state.is_main_process:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    partial = out_dir.with_name(out_dir.name + ".partial")
     if state.is_main_process:
         shutil.rmtree(partial, ignore_errors=True)
     state.wait_for_everyone()
-    _save(trainer, model_path, tokenizer, cfg, partial)
+    with storage_errors.naming(partial):  # a full disk names what was saved
+        _save(trainer, model_path, tokenizer, cfg, partial, model_cfg)
     state.wait_for_everyone()
     if state.is_main_process:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        partial.rename(out_dir)
+        install(partial, out_dir)  # checked whole and synced, then renamed into place
         shutil.rmtree(work, ignore_errors=True)
         logs = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         summary = {
