@@ -371,3 +371,57 @@ def bench_serve(models: Models, clients: int = 16, tokens: int = 64) -> str:
         sides,
         "hf, one at a time",
     )
+
+
+def bench_profile(models: Models, shape: Shape = Shape(8, 96, instructions=8)) -> str:
+    """Where the native backend's time goes in a TPO generate stage's shape (8 x K=8,
+    96-token thought, forced response, bf16): torch's profiler, operators by own CPU time,
+    grouped (linear layers, attention products, softmax, sampling, the rest), and the wall
+    time spent outside any operator (Python, scheduling). The profiler's own time of an
+    operator is its wall time in the calling thread (its intra-op threads run inside it)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    prompts = models.prompts(shape)
+    side = native_side(models, "bfloat16")
+    side(prompts[:8], shape, 99)  # warm-up: rope tables, allocator
+    threads = torch.get_num_threads()
+    started, cpu = time.perf_counter(), time.process_time()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        tokens = side(prompts, shape, 0)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    groups = {
+        "linear layers (aten::mm/addmm/linear)": ("aten::mm", "aten::addmm", "aten::linear"),
+        "attention products, decode and prefill (aten::bmm)": (
+            "aten::bmm",
+            "aten::_scaled_dot_product_flash_attention_for_cpu",
+        ),
+        "attention softmax": ("aten::_softmax",),
+        "sampling (topk, sort, cumsum, searchsorted)": (
+            "aten::topk",
+            "aten::sort",
+            "aten::cumsum",
+            "aten::searchsorted",
+        ),
+        "cache writes, rotary, norms, casts, element-wise": (),
+    }
+    self_us: dict[str, float] = dict.fromkeys(groups, 0.0)
+    for event in prof.key_averages():
+        name = next((g for g, ops in groups.items() if event.key in ops), None)
+        self_us[name or list(groups)[-1]] += event.self_cpu_time_total
+    total_ops = sum(self_us.values()) / 1e6  # seconds, wall, in the calling thread
+    lines = [
+        f"#### Where the time goes: native bf16, {shape} ({len(prompts)} outputs)",
+        "",
+        f"{tokens} real tokens in {wall:.1f} s wall under the profiler "
+        f"({tokens / wall:.1f} tokens/s), {cpu:.1f} CPU-s on {threads} threads; inside "
+        f"operators {total_ops:.1f} s.",
+        "",
+        "| operators | own s | share of operator time |",
+        "|---|---|---|",
+    ]
+    for name, us in sorted(self_us.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {name} | {us / 1e6:.1f} | {us / 1e6 / total_ops:.0%} |")
+    outside = max(0.0, wall - total_ops)
+    lines.append(f"| outside operators (Python, scheduling), wall s | {outside:.1f} | - |")
+    top = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10)
+    return "\n".join(lines) + "\n\nThe top operators, as torch's profiler lists them:\n\n" + top

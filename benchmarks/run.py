@@ -3,9 +3,10 @@
     make bench                      # all, on the embedded model
     python benchmarks/run.py gen    # one
 
-- gen, levers, offpolicy, llamacpp, serve: generation (benchmarks/gen.py: the native backend
-         against plain `generate` batch 32 and llama-cpp-python, one table per lever, the
-         off-policy gap of lower-precision weights, 16 concurrent clients of `tpo serve`).
+- gen, levers, offpolicy, llamacpp, serve, profile: generation (benchmarks/gen.py: the native
+         backend against plain `generate` batch 32 and llama-cpp-python, one table per lever,
+         the off-policy gap of lower-precision weights, 16 concurrent clients of `tpo serve`,
+         where the native backend's time goes).
 - iteration: one iteration of the embedded preset, seconds per stage, today's engines against
          the preset's settings before the performance work, on the same shape
          (benchmarks/iteration.py).
@@ -28,6 +29,7 @@ GENERATION = {
     "offpolicy": gen.bench_offpolicy,
     "llamacpp": gen.bench_llamacpp,
     "serve": gen.bench_serve,
+    "profile": gen.bench_profile,
 }
 
 
@@ -50,7 +52,7 @@ def main() -> None:
     parser.add_argument(
         "which",
         nargs="*",
-        default=["gen", "levers", "offpolicy", "serve", "train", "iteration"],
+        default=["gen", "levers", "offpolicy", "serve", "profile", "train", "iteration"],
         choices=[*GENERATION, "train", "iteration"],
     )
     args = parser.parse_args()
