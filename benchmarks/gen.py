@@ -177,15 +177,45 @@ def table(title: str, rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class Target:
+    """The issue's target for one side: a ratio to the baseline and (optionally) a rate."""
+
+    side: str
+    ratio: float
+    rate: float | None = None
+
+
+def verdict(shape: Shape, rates: dict[str, Rates], baseline: str, target: Target) -> str:
+    """One line: how far the side is from its targets (median wall rates)."""
+    med = statistics.median
+    got = med(rates[target.side].wall)
+    ratio = got / med(rates[baseline].wall)
+    parts = [f"{ratio:.2f}x of the >= {target.ratio:g}x target ({ratio / target.ratio:.0%})"]
+    if target.rate:
+        parts.append(f"{got:.0f} of >= {target.rate:g} tokens/s ({got / target.rate:.0%})")
+    reached = ratio >= target.ratio and (not target.rate or got >= target.rate)
+    said = "reached" if reached else "NOT reached"
+    return f"- {shape}, {target.side}: {', '.join(parts)}: {said}"
+
+
 def compare(
-    models: Models, title: str, shapes: list[Shape], sides: dict[str, Side], baseline: str
+    models: Models,
+    title: str,
+    shapes: list[Shape],
+    sides: dict[str, Side],
+    baseline: str,
+    target: Target | None = None,
 ) -> str:
     rows: list[Row] = []
+    verdicts: list[str] = []
     for shape in shapes:
         rates = measure(models, sides, shape)
         for name, r in rates.items():
             rows.append((str(shape), name, r, None if name == baseline else rates[baseline]))
-    return table(title, rows)
+        if target:
+            verdicts.append(verdict(shape, rates, baseline, target))
+    return table(title, rows) + ("\n" + "\n".join(verdicts) + "\n" if verdicts else "")
 
 
 def bench_gen(models: Models) -> str:
@@ -201,6 +231,7 @@ def bench_gen(models: Models) -> str:
         shapes,
         sides,
         "plain generate, fp32, batch 32",
+        Target("native, bf16", 9, 500),
     )
 
 
@@ -323,13 +354,17 @@ def bench_llamacpp(models: Models) -> str:
         return _forced(llm, prompts, shape, seed)
 
     sides = {"llama-cpp-python, single stream": run, "native, bf16": native_side(models)}
-    return compare(
-        models,
-        "Generation: native vs llama.cpp single stream",
-        [Shape(4, 48), Shape(8, 200)],
-        sides,
-        "llama-cpp-python, single stream",
-    )
+    try:
+        return compare(
+            models,
+            "Generation: native vs llama.cpp single stream",
+            [Shape(4, 48), Shape(8, 200)],
+            sides,
+            "llama-cpp-python, single stream",
+            Target("native, bf16", 5),
+        )
+    finally:  # freed now: its own __del__ at interpreter exit fails (llama-cpp-python 0.3)
+        llm.llm.close()
 
 
 def bench_serve(models: Models, clients: int = 16, tokens: int = 64) -> str:

@@ -132,12 +132,17 @@ def bench_iteration(preset_now: bool = False) -> str:
         held.append(
             f"| {key} | " + " | ".join(f"{s.get(key, 0):.3f}" for s in scores.values()) + " |"
         )
+    total = {name: sum(side.values()) for name, side in results.items()}
+    ratio = total["before"] / total["now"]
+    said = "reached" if ratio >= 3 else "NOT reached"
     return (
         "\n### One embedded iteration, both arms, seconds per stage\n"
         f"shape: {', '.join(SHAPE)}\nbefore: {', '.join(BEFORE)}\nnow: {', '.join(NOW)}\n\n"
         + table(results)
         + "\n\n"
         + "\n".join(held)
+        + f"\n\n- now: {ratio:.2f}x faster than before, of the >= 3x target ({ratio / 3:.0%}): "
+        + said
     )
 
 

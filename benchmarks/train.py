@@ -202,11 +202,13 @@ def bench_train(pairs: int = 8, batch: int = 2, repeats: int = 3, levers: bool =
         f"{torch.get_num_threads()} threads"
     )
     out = [f"DPO training: tpo against TRL's DPOTrainer ({header})"]
-    out.append(
-        table(
-            alternate({"TRL DPOTrainer fp32": TRL, "tpo": {}}, repeats, run), "TRL DPOTrainer fp32"
-        )
+    versus = alternate({"TRL DPOTrainer fp32": TRL, "tpo": {}}, repeats, run)
+    out.append(table(versus, "TRL DPOTrainer fp32"))
+    ratio = statistics.median(r["tokens_per_s"] for r in versus["tpo"]) / statistics.median(
+        r["tokens_per_s"] for r in versus["TRL DPOTrainer fp32"]
     )
+    said = "reached" if ratio >= 3 else "NOT reached"
+    out.append(f"\n- tpo: {ratio:.2f}x of the >= 3x target ({ratio / 3:.0%}): {said}")
     if levers:
         sides = {"tpo": {}, **LEVERS}
         out.append(f"\nDPO training levers, against tpo's default ({header})")
