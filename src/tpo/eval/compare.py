@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tpo import faults
 from tpo.console import log
 from tpo.data.split import heldout_instructions
 from tpo.eval.categories import categories_of, per_category
@@ -151,6 +152,8 @@ def arms_vs_direct(run: RunDir, models: GeneratorSource, done: Sequence[tuple[st
     for arm, t in done:
         if arm == "direct" or ("direct", t) not in done or run.is_done("h2h_vs_direct", arm, t):
             continue
+        if faults.watching():  # a region for the crash tests' kills inside this stage
+            faults.begin(RunDir.stage_key("h2h_vs_direct", arm, t))
         if judge is None:
             release_for(run.config.judge_for_eval, models)
             judge = run_comparer(run)
