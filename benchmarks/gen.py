@@ -420,6 +420,9 @@ def bench_profile(models: Models, shape: Shape = Shape(8, 96, instructions=8)) -
     side = native_side(models, "bfloat16")
     side(prompts[:8], shape, 99)  # warm-up: rope tables, allocator
     threads = torch.get_num_threads()
+    started = time.perf_counter()
+    side(prompts, shape, 0)  # the same work unprofiled: what the profiler itself costs
+    bare = time.perf_counter() - started
     started, cpu = time.perf_counter(), time.process_time()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         tokens = side(prompts, shape, 0)
@@ -449,7 +452,9 @@ def bench_profile(models: Models, shape: Shape = Shape(8, 96, instructions=8)) -
         "",
         f"{tokens} real tokens in {wall:.1f} s wall under the profiler "
         f"({tokens / wall:.1f} tokens/s), {cpu:.1f} CPU-s on {threads} threads; inside "
-        f"operators {total_ops:.1f} s.",
+        f"operators {total_ops:.1f} s. Unprofiled, the same call took {bare:.1f} s "
+        f"({tokens / bare:.1f} tokens/s): the profiler's own cost, ~{wall - bare:.1f} s, "
+        "is in the time outside operators below, so that row is an upper bound.",
         "",
         "| operators | own s | share of operator time |",
         "|---|---|---|",

@@ -122,9 +122,9 @@ def assert_same_run(got: Path, want: Path) -> None:
     a, b = files(got), files(want)
     assert sorted(a) == sorted(b)
     for name in sorted(a):
-        if Path(name).name in ("manifest.json", "train.json"):
+        if Path(name).name in ("manifest.json", "train.json", "sft.json"):
             assert untimed(json.loads(a[name])) == untimed(json.loads(b[name])), name
-        elif Path(name).name == "train_log.jsonl":
+        elif Path(name).name in ("train_log.jsonl", "sft_log.jsonl"):
             lines = [[json.loads(line) for line in f.splitlines()] for f in (a[name], b[name])]
             assert untimed(lines[0], TRAINER_TIMING) == untimed(lines[1], TRAINER_TIMING), name
         else:
@@ -238,28 +238,30 @@ def calls(clean: Path) -> dict[str, int]:
     return {region.removeprefix(f"{clean}/"): int(n) for region, n in rows}
 
 
-def killed_at(out: Path, fault: str, disk: Disk, **more: str) -> str:
+def killed_at(out: Path, fault: str, disk: Disk, args: tuple[str, ...] = (), **more: str) -> str:
     """Run until TPO_FAULT kills the process at `fault`; it must die there."""
-    proc = start(out, fault, disk.preexec, **more)
+    proc = start(out, fault, disk.preexec, args, **more)
     err = finish(proc)
     assert proc.returncode == -signal.SIGKILL, f"{fault}: exit {proc.returncode}\n{err[-3000:]}"
     assert "[tpo] fault: SIGKILL " in err, err[-3000:]
     return err
 
 
-def boundary(out: Path, key: str, disk: Disk) -> str:
+def boundary(out: Path, key: str, disk: Disk, args: tuple[str, ...] = ()) -> str:
     """Kill the run just after the first stage it finishes, which must be `key`."""
-    err = killed_at(out, "done:*", disk)
+    err = killed_at(out, "done:*", disk, args)
     assert f"[tpo] fault: SIGKILL at done:{key}\n" in err, (key, err[-2000:])
     assert key in done(out)
     return err
 
 
-def killed_inside(out: Path, key: str, region: str, n: int, disk: Disk) -> str:
+def killed_inside(
+    out: Path, key: str, region: str, n: int, disk: Disk, args: tuple[str, ...] = ()
+) -> str:
     """SIGKILL at the `n`-th Python call made inside `region` (stage `key`, or the model its
     training saves) of a process started while the stage is not done; the process must say
     it died inside (the hook counts only there), and the stage must be unfinished."""
-    err = killed_at(out, f"inside:{region}@{n}", disk)
+    err = killed_at(out, f"inside:{region}@{n}", disk, args)
     (line,) = re.findall(r"\[tpo\] fault: SIGKILL [^\r\n]*", err)  # after a progress bar
     assert line.startswith("[tpo] fault: SIGKILL inside "), line
     assert line.endswith(f"{region}, at its call {n}"), line
@@ -481,3 +483,67 @@ def test_faults_one_after_another_then_every_file_is_as_uninterrupted(
     assert "tpo/iter_1/generate is redone to complete samples.jsonl" in warnings
     assert "tpo/iter_1/train_log.jsonl: removed a cut-off last line" in warnings
     assert "tpo/iter_1/train is redone to complete train_log.jsonl" in warnings
+
+
+# the stages the chain above does not have: the native engine generating, an SFT warm-up
+# before DPO (its steps and its model save) and checkpoint selection on a validation split
+OPTIONS = (
+    "--set",
+    "iterations=1",
+    "generation.backend=native",
+    "train.sft_warmup_epochs=1",
+    "train.select_checkpoint=true",
+    "train.epochs=2",
+    "data.validation_size=4",
+)
+
+
+@pytest.mark.slow
+def test_kills_in_native_generation_sft_warmup_and_selection_resume_exactly(
+    tmp_path: Path,
+) -> None:
+    """One iteration with those options, killed at a random call inside the tpo arm's native
+    generate stage, at the first SFT step, inside and on both sides of the warmed-up model's
+    save, inside the training after it and inside the selection, each followed by the same
+    command; the finished run is the uninterrupted one, file for file."""
+    want = tmp_path / "clean" / "run"
+    want.parent.mkdir()
+    proc = start(want, None, None, OPTIONS, TPO_FAULT_COUNT=str(want.with_name("calls.txt")))
+    err = finish(proc)
+    assert proc.returncode == 0, err[-3000:]
+    counted = calls(want)
+    order = list(json.loads((want / "manifest.json").read_text())["done"])
+    it = "tpo/iter_1"
+    assert {f"{it}/select", f"{it}/train"} <= set(order) and f"{it}/sft_model" in counted
+    assert (want / it / "sft.json").is_file(), "no warm-up ran: the test would not check it"
+    seed = int(os.environ.get("TPO_FAULT_SEED") or random.randrange(1 << 16))
+    print(f"TPO_FAULT_SEED={seed} draws this chain again")
+    rng = random.Random(seed)
+    disk = Disk(tmp_path / "disk")
+    out, logs = disk.where / "run", []
+
+    def inside(key: str, region: str) -> None:
+        n = rng.randint(1, max(1, counted[region] * 9 // 10))
+        logs.append(killed_inside(out, key, region, n, disk, OPTIONS))
+
+    try:
+        inside(f"{it}/generate", f"{it}/generate")
+        logs.append(boundary(out, f"{it}/generate", disk, OPTIONS))
+        logs.append(killed_at(out, f"done:{it}/pairs", disk, OPTIONS))
+        logs.append(killed_at(out, "train:step", disk, OPTIONS))  # the warm-up's first step
+        assert not (out / it / "sft.json").exists() and not (out / it / "sft_model").exists()
+        inside(f"{it}/train", f"{it}/sft_model")  # inside the warmed-up model's save
+        logs.append(killed_at(out, "save:partial", disk, OPTIONS))  # the warm-up's, first
+        logs.append(killed_at(out, "save:renamed", disk, OPTIONS))  # model in place, no sft.json
+        assert (out / it / "sft_model").is_dir() and not (out / it / "sft.json").exists()
+        inside(f"{it}/train", f"{it}/train")
+        logs.append(boundary(out, f"{it}/train", disk, OPTIONS))
+        inside(f"{it}/select", f"{it}/select")
+        logs.append(boundary(out, f"{it}/select", disk, OPTIONS))
+        proc = start(out, None, None, OPTIONS)
+        err = finish(proc)
+        assert proc.returncode == 0, err[-3000:]
+        assert_same_run(out, want)
+    finally:
+        disk.close()
+    assert "fault: SIGKILL at train:step" in logs[3]
