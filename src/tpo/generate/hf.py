@@ -12,6 +12,7 @@ generation (a stopping criterion watches an event).
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -131,6 +132,23 @@ class HFStreamer:
         self.tokenizer = tokenizer
         self._generate_lock = threading.Lock()
         self._tokenizer_lock = threading.Lock()  # a fast tokenizer is not safe to share freely
+        self._live: dict[threading.Event, threading.Thread] = {}  # generating or waiting
+        self._live_lock = threading.Lock()
+        self._closed = False
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Cancel every request in flight and wait for its `generate` to stop (at interpreter
+        exit too: a daemon thread unwound inside a torch operator aborts the process, exit
+        134). Idempotent."""
+        with self._live_lock:
+            self._closed = True
+            live = list(self._live.items())
+        for cancel, _ in live:  # all first: the one generating may be any of them
+            cancel.set()
+        for _, worker in live:
+            worker.join()
+        atexit.unregister(self.close)
 
     def count_tokens(self, text: str) -> int:
         with self._tokenizer_lock:
@@ -144,19 +162,24 @@ class HFStreamer:
         return text
 
     def stream(self, prompt: str, params: SamplingParams, seed: int | None) -> Iterator[Delta]:
-        with self._tokenizer_lock:
-            enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
         tokens: queue.Queue[Any] = queue.Queue()
         cancel = threading.Event()
-        worker = threading.Thread(
-            target=self._work, args=(enc, params, seed, tokens, cancel), daemon=True
-        )
-        worker.start()
+        with self._live_lock:  # `close` waits for this: the encoding makes a torch tensor
+            if self._closed:
+                raise RuntimeError("the hf engine was closed")
+            with self._tokenizer_lock:
+                enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+            worker = threading.Thread(
+                target=self._work, args=(enc, params, seed, tokens, cancel), daemon=True
+            )
+            self._live[cancel] = worker
+            worker.start()
         try:
             yield from queued_deltas(tokens, self._decode, self.tokenizer.eos_token_id)
         finally:
             cancel.set()
             worker.join()
+            self._live.pop(cancel, None)
 
     def _work(
         self,

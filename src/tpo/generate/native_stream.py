@@ -12,10 +12,16 @@ text deltas. Closing the stream cancels the request: its row leaves the batch at
 step. A seeded request draws from the stream of its seed (`sampling.uniform`), which does not
 depend on the other rows of the batch, so a greedy or seeded answer is the one the request
 gets alone, up to the rounding of products of another batch shape.
+
+`close()` stops the engine thread after the step it is in, and runs by itself at interpreter
+exit: a daemon thread still inside a torch operator when Python finalizes is unwound through
+C++ frames that may not be, and the process aborts ("terminate called without an active
+exception", exit 134; seen after 16 concurrent requests, tests/test_serve_native.py).
 """
 
 from __future__ import annotations
 
+import atexit
 import queue
 import random
 import threading
@@ -45,7 +51,20 @@ class NativeStreamer:
         self._queues: dict[int, queue.Queue[Any]] = {}
         self._wake = threading.Condition()
         self._tokenizer_lock = threading.Lock()  # a fast tokenizer is not safe to share freely
-        threading.Thread(target=self._loop, daemon=True, name="tpo-native-engine").start()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="tpo-native-engine")
+        self._thread.start()
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Stop the engine thread once its current step ends; requests still in flight get
+        an error. Idempotent."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        atexit.unregister(self.close)
 
     def count_tokens(self, text: str) -> int:
         return len(self._encode(text))
@@ -65,11 +84,14 @@ class NativeStreamer:
     def _loop(self) -> None:
         while True:
             with self._wake:
-                self._wake.wait_for(lambda: not self.batcher.idle)
+                self._wake.wait_for(lambda: self._closed or not self.batcher.idle)
+                if self._closed:
+                    break
             try:
                 self.batcher.step()
             except BaseException as exc:  # every request in flight gets it, the engine goes on
                 self._fail(exc)
+        self._fail(RuntimeError("the native engine was closed"))
 
     def _fail(self, exc: BaseException) -> None:
         b = self.batcher
@@ -99,6 +121,8 @@ class NativeStreamer:
         )
         self._queues[id(r)] = tokens
         with self._wake:
+            if self._closed:
+                raise RuntimeError("the native engine was closed")
             self.batcher.add(r)
             self._wake.notify()
         try:
