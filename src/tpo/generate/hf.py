@@ -179,7 +179,8 @@ class HFStreamer:
         finally:
             cancel.set()
             worker.join()
-            self._live.pop(cancel, None)
+            with self._live_lock:  # not while `close` copies it
+                self._live.pop(cancel, None)
 
     def _work(
         self,

@@ -119,10 +119,10 @@ class NativeStreamer:
             then=self._ended,
             on_token=lambda t: tokens.put([t]),
         )
-        self._queues[id(r)] = tokens
         with self._wake:
             if self._closed:
                 raise RuntimeError("the native engine was closed")
+            self._queues[id(r)] = tokens
             self.batcher.add(r)
             self._wake.notify()
         try:
