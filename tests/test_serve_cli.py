@@ -3,53 +3,33 @@
 from __future__ import annotations
 
 import os
-import re
-import select
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import openai
 import pytest
 import yaml
 
-from procs import default_sigint
+from procs import serve_process
 from tpo.cli import main
 from tpo.config import ConfigError, PromptConfig, load_config
 from tpo.serve.engine import resolve_settings
 from tpo.thoughts import DIRECT, thought_format
 
-TPO = [sys.executable, "-m", "tpo.cli"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 def test_serve_process_answers_with_its_key_and_stops_on_ctrl_c(tmp_path):
-    errors = open(tmp_path / "stderr.txt", "w")  # noqa: SIM115 (closed below)
     args = ["serve", "tiny-random", "--port", "0", "--api-key", "k3y", "--thought-budget", "3"]
-    proc = subprocess.Popen(
-        [*TPO, *args],
-        stdout=subprocess.PIPE,
-        stderr=errors,
-        text=True,
-        env=ENV,
-        preexec_fn=default_sigint,
-    )
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 180)
-        assert ready, "no startup line in 180 s"
-        line = proc.stdout.readline()  # the server is up (or the process died: empty line)
-        match = re.search(r"listening on (http://127\.0\.0\.1:\d+/v1)", line)
-        assert match, line + (tmp_path / "stderr.txt").read_text()[-2000:]
+    with serve_process(args, tmp_path / "stderr.txt", env=ENV) as (proc, line, url):
         assert "generic" in line and "thought budget 3" in line
         # bound to 127.0.0.1 itself, not every address: another loopback address (Linux
         # routes 127.0.0.0/8 to lo, where a 0.0.0.0 bind would answer) is refused
-        port = int(match.group(1).rsplit(":", 1)[1].split("/")[0])
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.2", port), timeout=10).close()
-        client = openai.OpenAI(base_url=match.group(1), api_key="k3y", max_retries=0)
+        client = openai.OpenAI(base_url=url, api_key="k3y", max_retries=0)
         reply = client.chat.completions.create(
             model="tiny-random",
             messages=[{"role": "user", "content": "Hi"}],
@@ -60,12 +40,9 @@ def test_serve_process_answers_with_its_key_and_stops_on_ctrl_c(tmp_path):
         assert message.content and (message.model_extra or {}).get("reasoning")
         assert "Here is my response" not in message.content
         with pytest.raises(openai.AuthenticationError):
-            openai.OpenAI(base_url=match.group(1), api_key="nope", max_retries=0).models.list()
+            openai.OpenAI(base_url=url, api_key="nope", max_retries=0).models.list()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 0  # ~1 s here; generous for a loaded CI machine
-    finally:
-        proc.kill()
-        errors.close()
 
 
 def test_bad_model_and_bad_options_are_one_line_errors(capsys):

@@ -81,40 +81,22 @@ def test_cli_serve_native_refuses_a_gpu_device():
 def test_cli_serve_native_answers_and_exits_cleanly_on_ctrl_c(tmp_path):
     """`tpo serve tiny-random --backend native` as a process: it answers, and Ctrl-C stops it
     with exit 0 and nothing from the engine thread on stderr (no abort at exit)."""
-    import re
-    import select
     import signal
 
-    from procs import default_sigint
+    from procs import serve_process
 
-    errors = open(tmp_path / "stderr.txt", "w")  # noqa: SIM115 (closed below)
     args = ["serve", "tiny-random", "--backend", "native", "--port", "0", "--thought-budget", "3"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tpo.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=errors,
-        text=True,
-        preexec_fn=default_sigint,
-    )
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 180)
-        assert ready, "no startup line in 180 s"
-        line = proc.stdout.readline()
-        match = re.search(r"listening on (http://127\.0\.0\.1:\d+/v1)", line)
-        assert match, line + (tmp_path / "stderr.txt").read_text()[-2000:]
-        client = openai.OpenAI(base_url=match.group(1), api_key="x", max_retries=0)
+    stderr = tmp_path / "stderr.txt"
+    with serve_process(args, stderr) as (proc, _, url):
+        client = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
         messages = [{"role": "user", "content": "Hi"}]
         reply = client.chat.completions.create(
             model="tiny-random", messages=messages, max_tokens=6, seed=1
         )
         assert reply.choices[0].message.content is not None
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 0, (tmp_path / "stderr.txt").read_text()[-2000:]
-    finally:
-        proc.kill()
-        errors.close()
-    assert "terminate called" not in (tmp_path / "stderr.txt").read_text()
+        assert proc.wait(timeout=120) == 0, stderr.read_text()[-2000:]
+    assert "terminate called" not in stderr.read_text()
 
 
 EXIT_SCRIPT = """
