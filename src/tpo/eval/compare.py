@@ -152,8 +152,7 @@ def arms_vs_direct(run: RunDir, models: GeneratorSource, done: Sequence[tuple[st
     for arm, t in done:
         if arm == "direct" or ("direct", t) not in done or run.is_done("h2h_vs_direct", arm, t):
             continue
-        if faults.watching():  # a region for the crash tests' kills inside this stage
-            faults.begin(RunDir.stage_key("h2h_vs_direct", arm, t))
+        faults.begin(RunDir.stage_key("h2h_vs_direct", arm, t))  # for the crash tests' kills
         if judge is None:
             release_for(run.config.judge_for_eval, models)
             judge = run_comparer(run)

@@ -139,6 +139,33 @@ def _lora(cfg: TrainConfig) -> Any:
     )
 
 
+def save_model(
+    trainer: Any,
+    model_path: str,
+    tokenizer: Any,
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    out_dir: Path,
+) -> str | None:
+    """Save a finished training's model as `out_dir` (every rank calls this): written into
+    `out_dir.partial` (`_save`), then on rank 0 checked whole, synced and renamed into place
+    (`install`), so that a kill or a full disk never leaves a model that passes for whole.
+    Returns `_save`'s digest."""
+    acc = trainer.accelerator
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    if acc.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+    acc.wait_for_everyone()
+    faults.begin(str(out_dir))  # a region for the crash tests' kills inside the save
+    with _quiet(), storage_errors.naming(partial):  # a full disk names what was saved
+        saved = _save(trainer, model_path, tokenizer, cfg, partial, model_cfg)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        install(partial, out_dir)
+        faults.end(str(out_dir))
+    return saved
+
+
 def _save(
     trainer: Any,
     model_path: str,
@@ -317,18 +344,9 @@ def train_dpo(
     own = None if sharded else weights_digest(acc.unwrap_model(trainer.model))
     mine = {"rank": acc.process_index, "pair_ids": recorder.pair_ids, "weights_sha256": own}
     ranks = sorted(gather_object([mine]), key=lambda r: r["rank"])
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    if acc.is_main_process:
-        shutil.rmtree(partial, ignore_errors=True)
-    acc.wait_for_everyone()
-    faults.begin(str(out_dir))
-    with _quiet(), storage_errors.naming(partial):  # a full disk names what was saved
-        saved = _save(trainer, model_path, tokenizer, cfg, partial, model_cfg)
-    acc.wait_for_everyone()
+    saved = save_model(trainer, model_path, tokenizer, cfg, model_cfg, out_dir)
     if not acc.is_main_process:
         return None
-    install(partial, out_dir)
-    faults.end(str(out_dir))
     if cfg.select_checkpoint:
         epochs = collect_epochs(work, out_dir, model_path, tokenizer, cfg, model_cfg)
     shutil.rmtree(work, ignore_errors=True)

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tpo import faults, storage_errors
 from tpo.config import ModelConfig, TrainConfig
 from tpo.models import load_model, load_tokenizer, pick_device
 from tpo.records import Pair
@@ -91,8 +90,8 @@ def sft_warmup(
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import SFTTrainer
 
-    from tpo.train.dpo import _lora, _quiet, _save
-    from tpo.train.guard import check_losses, finite_loss_callback, install
+    from tpo.train.dpo import _lora, _quiet, save_model
+    from tpo.train.guard import check_losses, finite_loss_callback
     from tpo.train.launch import TrainError
     from tpo.train.progress import TrainProgress
 
@@ -125,17 +124,8 @@ def sft_warmup(
         if state.is_main_process:
             shutil.rmtree(work, ignore_errors=True)
         raise
-    partial = out_dir.with_name(out_dir.name + ".partial")
+    save_model(trainer, model_path, tokenizer, cfg, model_cfg, out_dir)
     if state.is_main_process:
-        shutil.rmtree(partial, ignore_errors=True)
-    state.wait_for_everyone()
-    faults.begin(str(out_dir))  # a region for the crash tests' kills inside the save
-    with storage_errors.naming(partial):  # a full disk names what was saved
-        _save(trainer, model_path, tokenizer, cfg, partial, model_cfg)
-    state.wait_for_everyone()
-    if state.is_main_process:
-        install(partial, out_dir)  # checked whole and synced, then renamed into place
-        faults.end(str(out_dir))
         shutil.rmtree(work, ignore_errors=True)
         logs = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         summary = {
