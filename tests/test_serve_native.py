@@ -55,6 +55,25 @@ def test_concurrent_clients_each_get_their_own_answer(tiny):
     assert len(set(answers)) > 1  # different prompts, different (random-model) answers
 
 
+def test_auto_backend_is_native_for_a_llama_model_on_the_cpu_else_hf(tiny_path, tmp_path):
+    """`tpo serve`'s default (`--backend auto`): native for the tiny Llama on the CPU; hf for a
+    model the native forward refuses (attention biases), and for an unreadable config (hf's
+    loading then names the problem)."""
+    import json
+    import shutil
+
+    from tpo.serve.engine import pick_backend
+
+    assert pick_backend("tiny-random", "auto") == "native"
+    assert pick_backend(tiny_path, "cpu") == "native"
+    biased = tmp_path / "biased"
+    shutil.copytree(tiny_path, biased)
+    config = json.loads((biased / "config.json").read_text())
+    (biased / "config.json").write_text(json.dumps({**config, "attention_bias": True}))
+    assert pick_backend(str(biased), "auto") == "hf"
+    assert pick_backend(str(tmp_path / "missing"), "auto") == "hf"
+
+
 def test_cli_serve_native_refuses_a_gpu_device():
     proc = subprocess.run(
         [

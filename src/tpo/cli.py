@@ -282,10 +282,11 @@ def _serving_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument(
         "--backend",
-        choices=("hf", "native"),
-        default="hf",
-        help="hf: transformers generate, one request at a time (default); native: tpo's CPU "
-        "loop for Llama-family models, concurrent requests decoded in the same batches",
+        choices=("auto", "hf", "native"),
+        default="auto",
+        help="native: tpo's CPU loop for Llama-family models, concurrent requests decoded in "
+        "the same batches; hf: transformers generate, one request at a time; auto (default): "
+        "native where it runs (a Llama-family model on the CPU), else hf",
     )
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument(
@@ -297,22 +298,25 @@ def _serving_args(p: argparse.ArgumentParser) -> None:
 
 
 def _engine(args: argparse.Namespace) -> tuple[Any, str]:
-    from tpo.serve.engine import load_engine, resolve_settings
+    from tpo.serve.engine import load_engine, pick_backend, resolve_settings
 
     settings = resolve_settings(
         args.model, args.thought_prompt, args.no_marker, args.thought_budget
     )
+    backend = args.backend
+    if backend == "auto":
+        backend = pick_backend(args.model, args.device, args.trust_remote_code)
     engine = load_engine(
         args.model,
         settings,
         args.dtype,
         args.device,
         args.trust_remote_code,
-        args.backend,
+        backend,
         allow_pickle=args.allow_pickle,
     )
     budget = f", thought budget {settings.thought_budget}" if settings.thought_budget else ""
-    return engine, f"thought format from {settings.source}{budget}"
+    return engine, f"{backend} backend, thought format from {settings.source}{budget}"
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

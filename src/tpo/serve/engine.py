@@ -16,10 +16,11 @@ What it adds to a bare model, and where each rule is written (once, for training
   the sentence ends, the marker arrives or the budget runs out: streamed and whole answers are
   the same text, and a streamed thought lags by up to one sentence. Off by default; `tpo serve`
   takes it from the run's config when it serves a model from a run directory.
-- **One generation at a time** (`tpo.generate.hf.HFStreamer`, `--backend hf`): concurrent
-  requests queue up and never share a batch, a seed or a streamer. With `--backend native`
-  (`tpo.generate.native_stream.NativeStreamer`, Llama-family models on the CPU) concurrent
-  requests are decoded in the same batches, each with its own random stream. For scale on
+- **Batched where it can be** (`--backend auto`, the default: `pick_backend`): a
+  Llama-family model on the CPU gets `tpo.generate.native_stream.NativeStreamer`, which
+  decodes concurrent requests in the same batches, each with its own random stream; anything
+  else gets `tpo.generate.hf.HFStreamer` (`--backend hf`), one generation at a time:
+  concurrent requests queue up and never share a batch, a seed or a streamer. For scale on
   GPUs: `vllm serve` with `tpo.serve.vllm_parser`.
 
 The backend is a `StreamingGenerator`: a fake one that yields scripted deltas drives the engine
@@ -241,20 +242,44 @@ def sampling_params(temperature: float, top_p: float, max_tokens: int) -> Sampli
     return SamplingParams(temperature, top_p, max_tokens)
 
 
+def pick_backend(model: str, device: str, trust_remote_code: bool = False) -> str:
+    """`--backend auto`: native where it runs (a Llama-family model on the CPU: it batches
+    concurrent requests), else hf. A model whose config cannot be read goes to hf, whose
+    loading names the problem."""
+    from tpo.generate.llama import check_supported
+    from tpo.models import ModelLoadError, pick_device, resolve_model_path
+
+    if pick_device(device) != "cpu":
+        return "hf"
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(
+            resolve_model_path(model), trust_remote_code=trust_remote_code
+        )
+        check_supported(config)
+    except (ModelLoadError, OSError, ValueError):
+        return "hf"
+    return "native"
+
+
 def load_engine(
     model: str,
     settings: ServeSettings,
     dtype: str = "float32",
     device: str = "auto",
     trust_remote_code: bool = False,
-    backend: str = "hf",
+    backend: str = "auto",
     allow_pickle: bool = False,
 ) -> Engine:
-    """The engine over `model` on `backend`: hf (`HFStreamer`, one request at a time) or
-    native (`NativeStreamer`, concurrent requests in the same batches)."""
+    """The engine over `model` on `backend`: hf (`HFStreamer`, one request at a time),
+    native (`NativeStreamer`, concurrent requests in the same batches) or auto
+    (`pick_backend`)."""
     from tpo.models import load_tokenizer
 
     tokenizer = load_tokenizer(model, trust_remote_code, allow_pickle)
+    if backend == "auto":
+        backend = pick_backend(model, device, trust_remote_code)
     streamer: StreamingGenerator
     if backend == "native":
         from tpo.config import NativeConfig
