@@ -8,6 +8,7 @@ then forced response (tpo's forcing rule, `generate_forced`), temperature 0.8, t
 
     python benchmarks/run.py gen        # native vs plain generate batch 32, K 4/8, thought 48/200
     python benchmarks/run.py levers     # one small table per lever
+    python benchmarks/run.py batching   # continuous batching, static cache, sorting, cap, threads
     python benchmarks/run.py offpolicy  # log-prob gap of bf16-sampled outputs, fp32 vs bf16
     python benchmarks/run.py serve      # tpo serve's engine: 16 concurrent clients vs one at a time
     python benchmarks/run.py llamacpp   # vs llama-cpp-python (make bench-llamacpp installs it)
@@ -32,6 +33,7 @@ import torch
 from tpo.config import NativeConfig, PromptConfig
 from tpo.data import builtin_split
 from tpo.generate import SamplingParams
+from tpo.generate.batcher import Batcher, PrefixStore, Request
 from tpo.generate.forcing import Budget, generate_forced
 from tpo.generate.hf import HFGenerator
 from tpo.generate.llama import LlamaModel
@@ -206,11 +208,12 @@ def compare(
     sides: dict[str, Side],
     baseline: str,
     target: Target | None = None,
+    repeats: int = REPEATS,
 ) -> str:
     rows: list[Row] = []
     verdicts: list[str] = []
     for shape in shapes:
-        rates = measure(models, sides, shape)
+        rates = measure(models, sides, shape, repeats)
         for name, r in rates.items():
             rows.append((str(shape), name, r, None if name == baseline else rates[baseline]))
         if target:
@@ -259,6 +262,230 @@ def bench_levers(models: Models) -> str:
     }
     out.append(
         compare(models, "Lever: precision, prefix sharing, batch", [base], sides, "native bf16")
+    )
+    return "\n".join(out)
+
+
+class StaticBatcher(Batcher):
+    """Continuous batching switched off, for the lever table: waiting sequences are admitted
+    only into an empty batch, and a row that ends stays in it, decoding tokens nobody reads,
+    until every row of its batch has ended (what plain `generate` does with a batch)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.dead: set[int] = set()  # id() of the stand-in requests of ended rows
+
+    def step(self) -> None:
+        if self.rows and all(id(row.request) in self.dead for row in self.rows):
+            self.rows.clear()
+            self.dead.clear()
+        super().step()
+
+    def _take_waiting(self) -> list[Request]:
+        return [] if self.rows else super()._take_waiting()
+
+    def _retire(self, ended: list[int]) -> None:
+        for i in ended:  # the row stays, its request replaced by one that never ends
+            stand_in = Request([], 1 << 30)
+            self.dead.add(id(stand_in))
+            self.rows[i].request = stand_in
+
+
+class StaticNative(NativeGenerator):
+    def _run(self, requests: list[Request]) -> None:
+        batcher = StaticBatcher(
+            self.model,
+            eos_ids=self.eos,
+            max_rows=self.rows,
+            store=PrefixStore(self.settings.prefix_cache_tokens),
+            prefill_tokens=self.settings.prefill_tokens,
+        )
+        batcher.run(requests)
+
+
+def static_side(models: Models, dtype: str = "bfloat16") -> Side:
+    def run(prompts: list[str], shape: Shape, seed: int) -> int:
+        cfg = NativeConfig()
+        gen = StaticNative(models.native(dtype), models.tok, cfg, cfg.max_batch)
+        return _forced(gen, prompts, shape, seed)
+
+    return run
+
+
+def threads_side(side: Side, threads: int) -> Side:
+    """`side` run with torch's intra-op threads set to `threads` (restored after)."""
+
+    def run(prompts: list[str], shape: Shape, seed: int) -> int:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return side(prompts, shape, seed)
+        finally:
+            torch.set_num_threads(before)
+
+    return run
+
+
+def sorted_side(models: Models, batch: int) -> Side:
+    """Plain `generate` on batches of prompts sorted by length (tpo's hf backend)."""
+
+    def run(prompts: list[str], shape: Shape, seed: int) -> int:
+        gen = HFGenerator(models.hf, models.tok, batch, progress=False)
+        return _forced(gen, prompts, shape, seed)
+
+    return run
+
+
+def static_cache_side(models: Models, batch: int = 32) -> Side:
+    """Plain `generate` with transformers' static KV cache (preallocated, written in place)
+    instead of its dynamic one (grown by concatenation); not compiled."""
+    plain = plain_side(models, batch)
+
+    def run(prompts: list[str], shape: Shape, seed: int) -> int:
+        config = models.hf.generation_config
+        before = config.cache_implementation
+        config.cache_implementation = "static"
+        try:
+            return plain(prompts, shape, seed)
+        finally:
+            config.cache_implementation = before
+
+    return run
+
+
+class GenerateBatch:
+    """A `Generator` over transformers' own continuous batching, `model.generate_batch`
+    (paged KV cache, a scheduler thread), its cache sized to the job: with the default
+    sizing (from free memory) each call spent ~40 s before its first token here, on the tiny
+    model too (2.6 s sized)."""
+
+    PAGE = 64
+
+    def __init__(self, models: Models):
+        self.models = models
+
+    def generate(self, prompts, params, seed):  # type: ignore[no-untyped-def]
+        from transformers import GenerationConfig
+
+        from tpo.generate import Completion
+
+        tok = self.models.tok
+        torch.manual_seed(seed)
+        ids = tok(list(prompts), add_special_tokens=False)["input_ids"]
+        config = GenerationConfig(
+            do_sample=True,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_new_tokens=params.max_new_tokens,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.eos_token_id,
+        )
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+        need = sum(len(i) + params.max_new_tokens for i in ids)
+        sized = ContinuousBatchingConfig(
+            page_size=self.PAGE,
+            num_blocks=need // self.PAGE + 2 * len(ids),
+            max_batch_tokens=2048,  # the native backend's prefill_tokens
+        )
+        outs = self.models.hf.generate_batch(
+            ids, generation_config=config, continuous_batching_config=sized, warmup=False
+        )
+        done = []
+        for i in range(len(prompts)):
+            new = list(outs[f"req_{i}"].generated_tokens)
+            stop = tok.eos_token_id in new
+            if stop:
+                new = new[: new.index(tok.eos_token_id)]
+            text = tok.decode(new, skip_special_tokens=True)
+            done.append(Completion(text, stop, len(new) + int(stop)))
+        return done
+
+
+def generate_batch_side(models: Models) -> Side:
+    def run(prompts: list[str], shape: Shape, seed: int) -> int:
+        return _forced(GenerateBatch(models), prompts, shape, seed)
+
+    return run
+
+
+def bench_batching(models: Models) -> str:
+    """The batching levers the other tables leave out: continuous batching (tpo's and
+    transformers'), transformers' static cache, length-sorted batches for plain `generate`,
+    the batch cap where it binds, and threads."""
+    repeats = min(REPEATS, 2)
+    out = []
+    plain = "plain generate, fp32, batch 32"
+    sides = {
+        plain: plain_side(models),
+        "plain generate, fp32, batch 32, static cache": static_cache_side(models),
+        "transformers generate_batch (continuous batching), fp32": generate_batch_side(models),
+        "native bf16, finished rows kept (continuous batching off)": static_side(models),
+        "native bf16": native_side(models, "bfloat16"),
+    }
+    out.append(
+        compare(
+            models,
+            "Lever: continuous batching and the KV cache",
+            [Shape(4, 48)],
+            sides,
+            plain,
+            repeats=repeats,
+        )
+    )
+    sides = {
+        "native bf16": native_side(models, "bfloat16"),
+        "native bf16, finished rows kept (continuous batching off)": static_side(models),
+    }
+    out.append(
+        compare(
+            models,
+            "Lever: continuous batching, long thoughts",
+            [Shape(8, 200)],
+            sides,
+            "native bf16",
+            repeats=repeats,
+        )
+    )
+    sides = {
+        "plain generate, fp32, batch 8, in order": plain_side(models, 8),
+        "plain generate, fp32, batch 8, sorted by prompt length": sorted_side(models, 8),
+    }
+    out.append(
+        compare(
+            models,
+            "Lever: length-sorted batches (32 prompts of 16 instructions, batches of 8)",
+            [Shape(2, 24, instructions=16, response=32)],
+            sides,
+            "plain generate, fp32, batch 8, in order",
+            repeats=repeats,
+        )
+    )
+    caps = {f"native bf16, max_batch {n}": native_side(models, max_batch=n) for n in (32, 64)}
+    sides = {**caps, "native bf16, max_batch 256 (default)": native_side(models)}
+    out.append(
+        compare(
+            models,
+            "Lever: batch cap, 128 rows",
+            [Shape(8, 48, instructions=16)],
+            sides,
+            "native bf16, max_batch 32",
+            repeats=repeats,
+        )
+    )
+    sides = {
+        "native bf16, 1 thread": threads_side(native_side(models), 1),
+        f"native bf16, {torch.get_num_threads()} threads": native_side(models),
+    }
+    out.append(
+        compare(
+            models,
+            "Lever: threads",
+            [Shape(4, 48)],
+            sides,
+            "native bf16, 1 thread",
+            repeats=repeats,
+        )
     )
     return "\n".join(out)
 
@@ -369,7 +596,8 @@ def bench_llamacpp(models: Models) -> str:
 
 def bench_serve(models: Models, clients: int = 16, tokens: int = 64) -> str:
     """`tpo serve`'s engine: `clients` requests at once against the same requests one at a
-    time, total real tokens/s; hf (today's one-at-a-time streamer) and native."""
+    time, total real tokens/s: hf float32 (the default before `--backend auto`, one request at
+    a time), native float32 (the default now, `tpo serve`'s `--dtype float32`) and bf16."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tpo.generate.hf import HFStreamer
@@ -379,8 +607,9 @@ def bench_serve(models: Models, clients: int = 16, tokens: int = 64) -> str:
     picked = random.Random(1).sample(builtin_split("train"), clients)
     tok = models.tok
     hf = Engine(HFStreamer(models.hf, tok), tok, FMT, thought_budget=32)
+    native32 = Engine(NativeStreamer(models.native("float32"), tok, NativeConfig()), tok, FMT)
     native = Engine(NativeStreamer(models.native("bfloat16"), tok, NativeConfig()), tok, FMT)
-    native.budget = hf.budget
+    native.budget = native32.budget = hf.budget
     params = SamplingParams(0.8, 0.95, tokens)
 
     def serve(engine: Engine, workers: int) -> Side:
@@ -395,16 +624,19 @@ def bench_serve(models: Models, clients: int = 16, tokens: int = 64) -> str:
         return run
 
     sides = {
-        "hf, one at a time": serve(hf, 1),
-        "native, one at a time": serve(native, 1),
-        f"native, {clients} concurrent": serve(native, clients),
+        "hf fp32, one at a time": serve(hf, 1),
+        "native fp32, one at a time": serve(native32, 1),
+        f"native fp32, {clients} concurrent": serve(native32, clients),
+        "native bf16, one at a time": serve(native, 1),
+        f"native bf16, {clients} concurrent": serve(native, clients),
     }
     return compare(
         models,
         f"Serving: {clients} clients, {tokens} tokens each (thought budget 32)",
         [Shape(1, 32, instructions=clients, response=tokens - 32)],
         sides,
-        "hf, one at a time",
+        "hf fp32, one at a time",
+        repeats=min(REPEATS, 2),
     )
 
 

@@ -1,27 +1,35 @@
 """One iteration of the embedded preset, wall time per stage: today's engines against the
 settings of the preset before the performance work, on the same shape.
 
-Both sides run `tpo run`'s own stage functions in this process, one after the other, each in a
-fresh run directory, both arms, one iteration. "before" is the embedded preset as it was when
-the performance issue was filed: generation with transformers `generate` (hf backend, bf16,
-batch 32), DPO through TRL's DPOTrainer layout (`train.shared_prompt: false`), LoRA with
-gradient checkpointing. "now" changes only the engines: the native generation backend, the
-shared-prompt DPO path, no gradient checkpointing. The shape (instructions, K, thought budget,
-response length, held-out size) is the same on both sides, so the ratio is the speed of the
-engines, not of a smaller job.
+Both sides run `tpo run`'s own stage functions in this process, each in a fresh run directory,
+both arms, one iteration, the sides alternating (before, now; now, before; ...) `repeats`
+times; the table gives each stage's median seconds, the spread (min-max) and the ratio of
+the medians. "before" is the embedded preset's engines as they were when the performance
+issue was filed: generation with transformers `generate` (hf backend, bf16, batch 32), DPO
+through TRL's DPOTrainer layout (`train.shared_prompt: false`), LoRA with gradient
+checkpointing. "now" changes only the engines: the native generation backend, the
+shared-prompt DPO path, no gradient checkpointing. The shape is the same on both sides, so
+the ratio is the speed of the engines, not of a smaller job:
 
-    python benchmarks/run.py iteration          # the old shape: 48 x K=4, thought 48
-    BENCH_ITER_SCALE=0.25 python benchmarks/run.py iteration    # quick: 12 instructions
-    python benchmarks/iteration.py --preset-now # also the shipped preset as it is now
+- `preset` (the default): the shipped embedded preset as it is (32 instructions x K=8,
+  96-token thoughts, SFT warm-up, 128 held-out prompts, parse failures re-sampled), one
+  iteration;
+- `old`: the preset's shape when the issue was filed (48 x K=4, 48-token thoughts, 48
+  held-out prompts, no warm-up).
 
-A whole iteration takes minutes per side, so each side runs once (no alternation): run it on
-a quiet machine, and read the per-stage ratios next to the total.
+    python benchmarks/run.py iteration                               # preset shape, 2 repeats
+    BENCH_ITER_SCALE=0.25 python benchmarks/run.py iteration         # quick: 8 instructions
+    python benchmarks/iteration.py --shape old --repeats 1
+
+BENCH_ITER_SCALE scales the instructions and held-out prompts, BENCH_ITER_REPEATS the
+repeats (default 2), BENCH_ITER_SHAPE the shape. Run it on a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,19 +44,33 @@ from tpo.pipeline import STAGES
 from tpo.store import RunDir
 
 SCALE = float(os.environ.get("BENCH_ITER_SCALE", "1"))
+REPEATS = int(os.environ.get("BENCH_ITER_REPEATS", "2"))
 
-# The old embedded preset's shape (48 instructions x K=4, thought 48, 48 held-out prompts) and
-# its engines; "now" keeps the shape and swaps the engines.
-SHAPE = [
-    f"data.instructions_per_iteration={max(2, round(48 * SCALE))}",
-    f"data.heldout_size={max(2, round(48 * SCALE))}",
-    "generation.num_samples=4",
-    "generation.thought_budget=48",
-    "generation.response_max_tokens=128",
-    "iterations=1",
-    "train.sft_warmup_epochs=0",  # the old preset had neither
-    "eval.resample_parse_failures=0",
-]
+
+def _scaled(n: int) -> int:
+    return max(2, round(n * SCALE))
+
+
+SHAPES = {
+    # the shipped preset, one iteration, instructions and held-out prompts scaled
+    "preset": [
+        f"data.instructions_per_iteration={_scaled(32)}",
+        f"data.heldout_size={_scaled(128)}",
+        "iterations=1",
+    ],
+    # the old embedded preset's shape (48 instructions x K=4, thought 48, 48 held-out prompts)
+    "old": [
+        f"data.instructions_per_iteration={_scaled(48)}",
+        f"data.heldout_size={_scaled(48)}",
+        "generation.num_samples=4",
+        "generation.thought_budget=48",
+        "generation.response_max_tokens=128",
+        "iterations=1",
+        "train.sft_warmup_epochs=0",  # the old preset had neither
+        "eval.resample_parse_failures=0",
+    ],
+}
+# its engines; "now" keeps the shape and swaps the engines
 BEFORE = [
     "generation.backend=hf",
     "generation.batch_size=32",
@@ -98,59 +120,81 @@ def timed_run(config: RunConfig, root: Path) -> tuple[dict[str, float], dict[str
     return seconds, scores
 
 
-def table(sides: dict[str, dict[str, float]]) -> str:
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def table(sides: dict[str, list[dict[str, float]]]) -> str:
+    """Per stage: each side's median seconds over its runs (min-max), and the ratio of the
+    first side's median to each other side's."""
     names = list(sides)
-    base = sides[names[0]]
-    stages = [s for s in base if any(side.get(s, 0) > 0.05 for side in sides.values())]
-    head = " | ".join(f"{n} (s)" for n in names)
+    runs = [r for side in sides.values() for r in side]
+    stages = [s for s in runs[0] if any(r.get(s, 0) > 0.05 for r in runs)]
+    head = " | ".join(f"{n}, s (min-max)" for n in names)
     ratios = " | ".join(f"{names[0]} / {n}" for n in names[1:])
     lines = [f"| stage | {head} | {ratios} |", "|---" * (1 + 2 * len(names) - 1) + "|"]
     for stage in [*stages, "total"]:
         vals = [
-            sum(side.values()) if stage == "total" else side.get(stage, 0.0)
+            [sum(r.values()) if stage == "total" else r.get(stage, 0.0) for r in side]
             for side in sides.values()
         ]
-        cells = " | ".join(f"{v:.1f}" for v in vals)
-        rel = " | ".join(f"{vals[0] / v:.2f}x" if v > 0.05 else "-" for v in vals[1:])
+        meds = [statistics.median(v) for v in vals]
+        cells = " | ".join(spread(v) for v in vals)
+        rel = " | ".join(f"{meds[0] / m:.2f}x" if m > 0.05 else "-" for m in meds[1:])
         lines.append(f"| {stage} | {cells} | {rel} |")
     return "\n".join(lines)
 
 
-def bench_iteration(preset_now: bool = False) -> str:
-    sides = {"before": SHAPE + BEFORE, "now": SHAPE + NOW}
-    results: dict[str, dict[str, float]] = {}
-    scores: dict[str, dict[str, float]] = {}
+def bench_iteration(
+    shape: str = os.environ.get("BENCH_ITER_SHAPE", "preset"),
+    repeats: int = REPEATS,
+) -> str:
+    sides = {"before": SHAPES[shape] + BEFORE, "now": SHAPES[shape] + NOW}
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
+    scores: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
     with tempfile.TemporaryDirectory(prefix="tpo-bench-iter-") as tmp:
-        for name, overrides in sides.items():
-            config = load_config(overrides=overrides)
-            results[name], scores[name] = timed_run(config, Path(tmp) / name)
-        if preset_now:
-            results["preset now"], scores["preset now"] = timed_run(load_config(), Path(tmp) / "p")
+        for r in range(repeats):
+            for name in list(sides)[:: 1 if r % 2 == 0 else -1]:
+                config = load_config(overrides=sides[name])
+                seconds, held = timed_run(config, Path(tmp) / f"{name}-{r}")
+                results[name].append(seconds)
+                scores[name].append(held)
+                print(f"  {name} #{r + 1}: {sum(seconds.values()):.1f} s", flush=True)
+    same = all(all(s == runs[0] for s in runs) for runs in scores.values())
     held = ["| held-out mean score (arm, iteration) | " + " | ".join(scores) + " |"]
     held.append("|---" * (1 + len(scores)) + "|")
-    for key in next(iter(scores.values())):
-        held.append(
-            f"| {key} | " + " | ".join(f"{s.get(key, 0):.3f}" for s in scores.values()) + " |"
-        )
-    total = {name: sum(side.values()) for name, side in results.items()}
+    for key in scores["before"][0]:
+        cells = " | ".join(f"{runs[0].get(key, 0):.3f}" for runs in scores.values())
+        held.append(f"| {key} | {cells} |")
+    total = {
+        name: statistics.median(sum(r.values()) for r in side) for name, side in results.items()
+    }
     ratio = total["before"] / total["now"]
     said = "reached" if ratio >= 3 else "NOT reached"
+    repeated = (
+        "every repeat of a side gave the same scores"
+        if same
+        else "the scores of a side's repeats differ (first repeat shown)"
+    )
     return (
-        "\n### One embedded iteration, both arms, seconds per stage\n"
-        f"shape: {', '.join(SHAPE)}\nbefore: {', '.join(BEFORE)}\nnow: {', '.join(NOW)}\n\n"
+        f"\n### One embedded iteration, both arms, seconds per stage ({repeats} runs a side)\n"
+        f"shape ({shape}): {', '.join(SHAPES[shape]) or 'the preset'}\n"
+        f"before: {', '.join(BEFORE)}\nnow: {', '.join(NOW)}\n\n"
         + table(results)
         + "\n\n"
         + "\n".join(held)
-        + f"\n\n- now: {ratio:.2f}x faster than before, of the >= 3x target ({ratio / 3:.0%}): "
+        + f"\n\n({repeated})\n"
+        + f"\n- now: {ratio:.2f}x faster than before, of the >= 3x target ({ratio / 3:.0%}): "
         + said
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--preset-now", action="store_true", help="also the shipped preset")
+    parser.add_argument("--shape", choices=list(SHAPES), default="preset")
+    parser.add_argument("--repeats", type=int, default=REPEATS)
     args = parser.parse_args()
-    print(bench_iteration(args.preset_now), flush=True)
+    print(bench_iteration(args.shape, args.repeats), flush=True)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
     make bench                      # all, on the embedded model
     python benchmarks/run.py gen    # one
 
-- gen, levers, offpolicy, llamacpp, serve, profile: generation (benchmarks/gen.py: the native
-         backend against plain `generate` batch 32 and llama-cpp-python, one table per lever,
+- gen, levers, batching, offpolicy, llamacpp, serve, profile: generation (benchmarks/gen.py:
+         the native backend against plain `generate` batch 32 and llama-cpp-python, one
+         table per lever (batching: continuous batching, caches, sorting, cap, threads),
          the off-policy gap of lower-precision weights, 16 concurrent clients of `tpo serve`,
          where the native backend's time goes).
 - iteration: one iteration of the embedded preset, seconds per stage, today's engines against
@@ -26,6 +27,7 @@ import torch
 GENERATION = {
     "gen": gen.bench_gen,
     "levers": gen.bench_levers,
+    "batching": gen.bench_batching,
     "offpolicy": gen.bench_offpolicy,
     "llamacpp": gen.bench_llamacpp,
     "serve": gen.bench_serve,
@@ -52,7 +54,16 @@ def main() -> None:
     parser.add_argument(
         "which",
         nargs="*",
-        default=["gen", "levers", "offpolicy", "serve", "profile", "train", "iteration"],
+        default=[
+            "gen",
+            "levers",
+            "batching",
+            "offpolicy",
+            "serve",
+            "profile",
+            "train",
+            "iteration",
+        ],
         choices=[*GENERATION, "train", "iteration"],
     )
     args = parser.parse_args()

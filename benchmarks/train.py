@@ -21,6 +21,7 @@ printed side by side: the speed may not come from computing less.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import random
@@ -31,6 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -52,6 +54,14 @@ LEVERS = {  # on top of tpo's defaults
     "tpo LoRA r16": {"method": "lora"},
     "tpo grad. checkpointing": {"gradient_checkpointing": True},
     "tpo LoRA + grad. ckpt": {"method": "lora", "gradient_checkpointing": True},
+    # what tpo's path does, undone one at a time (bench-only patches, `run_side`)
+    "tpo, logits at every position (no logits_to_keep)": {"all_logits": True},
+    "tpo, batch 1 x accumulation 2 (no padding)": {
+        "batch_size": 1,
+        "gradient_accumulation_steps": 2,
+    },
+    # computes less: the prompt cut to its last 64 tokens (TRL 1.x has no max_prompt_length)
+    "tpo, prompt cut to its last 64 tokens": {"prompt_tokens": 64},
 }
 
 
@@ -116,12 +126,12 @@ class PeakMemory:
 def run_side(pairs: list[Pair], path: str, settings: dict[str, Any], batch: int) -> dict:
     """One side: the trainer tpo builds (`train.dpo`: TRL's, or the shared-prompt one), its
     `train()` timed in wall-clock and in CPU seconds of this process, its memory measured."""
-    from unittest import mock
-
     from tpo.train import dpo
 
     settings = dict(settings)
     every_step = settings.pop("trl_reference_every_step", False)
+    all_logits = settings.pop("all_logits", False)
+    prompt_tokens = settings.pop("prompt_tokens", None)
     cfg = TrainConfig(**{**BASE, "batch_size": batch, **settings})  # type: ignore[arg-type]
 
     def args(*a: Any, **kw: Any) -> Any:  # TRL's default: no precomputed reference
@@ -130,7 +140,50 @@ def run_side(pairs: list[Pair], path: str, settings: dict[str, Any], batch: int)
         return made
 
     original = dpo._dpo_args
-    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(dpo, "_dpo_args", args):
+    with contextlib.ExitStack() as patches:
+        patches.enter_context(mock.patch.object(dpo, "_dpo_args", args))
+        if all_logits:
+            _every_logit(patches)
+        if prompt_tokens:
+            _cut_prompts(patches, prompt_tokens)
+        return _timed_side(pairs, path, cfg)
+
+
+def _every_logit(patches: contextlib.ExitStack) -> None:
+    """The shared-prompt forward with the LM head over every position (`logits_to_keep` 0,
+    transformers' "all"), the completions' columns sliced out after: the same loss, the
+    head's work on the prompt and the padding added back."""
+    from tpo.train import trainer
+
+    inputs, logps = trainer.model_inputs, trainer.completion_logps
+
+    def all_inputs(batch: dict[str, Any], *a: Any) -> dict[str, Any]:
+        return {**inputs(batch, *a), "logits_to_keep": 0}
+
+    def sliced(logits: torch.Tensor, batch: dict[str, Any]) -> Any:
+        return logps(logits[:, int(batch["logits_from"]) :], batch)
+
+    patches.enter_context(mock.patch.object(trainer, "model_inputs", all_inputs))
+    patches.enter_context(mock.patch.object(trainer, "completion_logps", sliced))
+
+
+def _cut_prompts(patches: contextlib.ExitStack, keep: int) -> None:
+    """Each prompt cut to its last `keep` tokens (reference pass and training alike)."""
+    from tpo.train.packing import PairPacker
+
+    cut = PairPacker._cut
+
+    def shorter(self: PairPacker, example: dict[str, Any]) -> Any:
+        prompt, chosen, rejected = cut(self, example)
+        return prompt[-keep:], chosen, rejected
+
+    patches.enter_context(mock.patch.object(PairPacker, "_cut", shorter))
+
+
+def _timed_side(pairs: list[Pair], path: str, cfg: TrainConfig) -> dict:
+    from tpo.train import dpo
+
+    with tempfile.TemporaryDirectory() as tmp:
         log_file = Path(tmp) / "log.jsonl"
         started = time.perf_counter()
         trainer, _, _ = dpo._trainer(
@@ -206,9 +259,16 @@ def table(results: dict[str, list[dict]], baseline: str, steps: int = 3) -> str:
     return "\n".join(lines)
 
 
-def bench_train(pairs: int = 8, batch: int = 2, repeats: int = 3, levers: bool = True) -> str:
-    """The markdown tables: tpo's default path against TRL's trainer, then each lever
-    against tpo's default path."""
+def bench_train(
+    pairs: int = 8,
+    batch: int = 2,
+    repeats: int = 3,
+    levers: bool = True,
+    only: str | None = None,
+    versus_trl: bool = True,
+) -> str:
+    """The markdown tables: tpo's default path against TRL's trainer, then each lever (those
+    whose name holds `only`, when given) against tpo's default path."""
     path = resolve_model_path("embedded")
     built = tpo_pairs(pairs, path)
     run = lambda settings: run_side(built, path, settings, batch)  # noqa: E731
@@ -216,7 +276,18 @@ def bench_train(pairs: int = 8, batch: int = 2, repeats: int = 3, levers: bool =
         f"{pairs} pairs, batch {batch}, embedded model, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
     )
-    out = [f"DPO training: tpo against TRL's DPOTrainer ({header})"]
+    out = [f"DPO training: tpo against TRL's DPOTrainer ({header})"] if versus_trl else []
+    if versus_trl:
+        out += _versus_trl(run, repeats)
+    if levers:
+        sides = {"tpo": {}, **{k: v for k, v in LEVERS.items() if only is None or only in k}}
+        out.append(f"\nDPO training levers, against tpo's default ({header})")
+        out.append(table(alternate(sides, max(repeats - 1, 1), run), "tpo"))
+    return "\n".join(out)
+
+
+def _versus_trl(run: Callable[[dict[str, Any]], dict], repeats: int) -> list[str]:
+    out = []
     default = "TRL DPOTrainer fp32, defaults"
     sides = {default: TRL_DEFAULT, "TRL DPOTrainer fp32, reference precomputed": TRL, "tpo": {}}
     versus = alternate(sides, repeats, run)
@@ -229,11 +300,7 @@ def bench_train(pairs: int = 8, batch: int = 2, repeats: int = 3, levers: bool =
         f"\n- tpo against TRL's defaults: {ratio:.2f}x of the >= 3x target ({ratio / 3:.0%}): "
         f"{said}"
     )
-    if levers:
-        sides = {"tpo": {}, **LEVERS}
-        out.append(f"\nDPO training levers, against tpo's default ({header})")
-        out.append(table(alternate(sides, max(repeats - 1, 1), run), "tpo"))
-    return "\n".join(out)
+    return out
 
 
 def profile_step(pairs: int = 2, bf16: bool = False) -> str:
@@ -288,12 +355,23 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-levers", action="store_true")
+    parser.add_argument("--only", help="the levers whose name holds this text")
+    parser.add_argument("--no-trl", action="store_true", help="the lever table only")
     parser.add_argument("--profile", action="store_true", help="profile one step instead")
     args = parser.parse_args()
     if args.profile:
         print(profile_step(args.batch) + "\n" + profile_step(args.batch, bf16=True))
         return
-    print(bench_train(args.pairs, args.batch, args.repeats, not args.no_levers))
+    print(
+        bench_train(
+            args.pairs,
+            args.batch,
+            args.repeats,
+            not args.no_levers,
+            args.only,
+            not args.no_trl,
+        )
+    )
 
 
 if __name__ == "__main__":
