@@ -266,19 +266,19 @@ def bench_levers(models: Models) -> str:
     return "\n".join(out)
 
 
+class Ended(Request):
+    """The stand-in request of a row that ended, in `StaticBatcher`: it never ends itself."""
+
+
 class StaticBatcher(Batcher):
     """Continuous batching switched off, for the lever table: waiting sequences are admitted
-    only into an empty batch, and a row that ends stays in it, decoding tokens nobody reads,
-    until every row of its batch has ended (what plain `generate` does with a batch)."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.dead: set[int] = set()  # id() of the stand-in requests of ended rows
+    only into an empty batch, and a row that ends stays in it, sampling tokens nobody reads
+    (with the settings of the request it held), until every row of its batch has ended (what
+    plain `generate` does with a batch)."""
 
     def step(self) -> None:
-        if self.rows and all(id(row.request) in self.dead for row in self.rows):
+        if self.rows and all(isinstance(row.request, Ended) for row in self.rows):
             self.rows.clear()
-            self.dead.clear()
         super().step()
 
     def _take_waiting(self) -> list[Request]:
@@ -286,9 +286,8 @@ class StaticBatcher(Batcher):
 
     def _retire(self, ended: list[int]) -> None:
         for i in ended:  # the row stays, its request replaced by one that never ends
-            stand_in = Request([], 1 << 30)
-            self.dead.add(id(stand_in))
-            self.rows[i].request = stand_in
+            r = self.rows[i].request
+            self.rows[i].request = Ended([], 1 << 30, r.temperature, r.top_p, r.key)
 
 
 class StaticNative(NativeGenerator):
@@ -388,12 +387,16 @@ class GenerateBatch:
             num_blocks=need // self.PAGE + 2 * len(ids),
             max_batch_tokens=2048,  # the native backend's prefill_tokens
         )
+        sized.seed = seed  # its sampling's own generator
         outs = self.models.hf.generate_batch(
             ids, generation_config=config, continuous_batching_config=sized, warmup=False
         )
         done = []
         for i in range(len(prompts)):
-            new = list(outs[f"req_{i}"].generated_tokens)
+            out = outs.get(f"req_{i}")
+            if out is None or out.error:  # it logs a failure and returns what it has
+                raise RuntimeError(f"generate_batch: request {i} failed: {out and out.error}")
+            new = list(out.generated_tokens)
             stop = tok.eos_token_id in new
             if stop:
                 new = new[: new.index(tok.eos_token_id)]
@@ -413,7 +416,7 @@ def bench_batching(models: Models) -> str:
     """The batching levers the other tables leave out: continuous batching (tpo's and
     transformers'), transformers' static cache, length-sorted batches for plain `generate`,
     the batch cap where it binds, and threads."""
-    repeats = min(REPEATS, 2)
+    few = min(REPEATS, 2)  # for the two slow tables (transformers' sides)
     out = []
     plain = "plain generate, fp32, batch 32"
     sides = {
@@ -430,7 +433,7 @@ def bench_batching(models: Models) -> str:
             [Shape(4, 48)],
             sides,
             plain,
-            repeats=repeats,
+            repeats=few,
         )
     )
     sides = {
@@ -444,7 +447,7 @@ def bench_batching(models: Models) -> str:
             [Shape(8, 200)],
             sides,
             "native bf16",
-            repeats=repeats,
+            repeats=REPEATS,
         )
     )
     sides = {
@@ -458,7 +461,7 @@ def bench_batching(models: Models) -> str:
             [Shape(2, 24, instructions=16, response=32)],
             sides,
             "plain generate, fp32, batch 8, in order",
-            repeats=repeats,
+            repeats=few,
         )
     )
     caps = {f"native bf16, max_batch {n}": native_side(models, max_batch=n) for n in (32, 64)}
@@ -470,7 +473,7 @@ def bench_batching(models: Models) -> str:
             [Shape(8, 48, instructions=16)],
             sides,
             "native bf16, max_batch 32",
-            repeats=repeats,
+            repeats=REPEATS,
         )
     )
     sides = {
@@ -484,7 +487,7 @@ def bench_batching(models: Models) -> str:
             [Shape(4, 48)],
             sides,
             "native bf16, 1 thread",
-            repeats=repeats,
+            repeats=REPEATS,
         )
     )
     return "\n".join(out)

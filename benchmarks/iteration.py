@@ -39,9 +39,12 @@ from typing import Any
 from tpo.config import RunConfig, load_config
 from tpo.data.split import prepare_data
 from tpo.eval.heldout import evaluate
+from tpo.eval.intervals import mean_interval
+from tpo.eval.metrics import score_map
 from tpo.generate.pool import Generators
 from tpo.pipeline import STAGES
-from tpo.store import RunDir
+from tpo.records import Score
+from tpo.store import RunDir, read_jsonl
 
 SCALE = float(os.environ.get("BENCH_ITER_SCALE", "1"))
 REPEATS = int(os.environ.get("BENCH_ITER_REPEATS", "2"))
@@ -89,10 +92,11 @@ NOW = [
 ]
 
 
-def timed_run(config: RunConfig, root: Path) -> tuple[dict[str, float], dict[str, float]]:
+def timed_run(config: RunConfig, root: Path) -> tuple[dict[str, float], dict[str, str]]:
     """Seconds per stage (summed over arms) of one `tpo run` of `config` in `root`, in the
     order `pipeline.run_all` runs them (the head-to-head comparisons after the run left out),
-    and the held-out mean score of each arm and iteration (the results, side by side)."""
+    and the held-out mean score of each arm and iteration with its 95% interval (the results,
+    side by side)."""
     run = RunDir.open(root, config)
     seconds: dict[str, float] = {}
 
@@ -111,12 +115,13 @@ def timed_run(config: RunConfig, root: Path) -> tuple[dict[str, float], dict[str
                 clock(name, stage, run=run, models=models, arm=arm, iteration=1)
     finally:
         models.release()
-    done = run.manifest()["done"]
-    scores = {
-        f"{arm} {t}": done[RunDir.stage_key("eval", arm, t)]["mean_score"]
-        for arm in config.arms
-        for t in (0, 1)
-    }
+    scores = {}
+    for arm in config.arms:
+        for t in (0, 1):
+            per_prompt = read_jsonl(run.iter_dir(arm, t) / "eval_scores.jsonl", Score.from_dict)
+            got = mean_interval(list(score_map(per_prompt).values()))
+            assert got is not None, f"no held-out scores for {arm} {t}"
+            scores[f"{arm} {t}"] = f"{got.mean:.3f} ± {(got.hi - got.lo) / 2:.3f}"
     return seconds, scores
 
 
@@ -151,7 +156,7 @@ def bench_iteration(
 ) -> str:
     sides = {"before": SHAPES[shape] + BEFORE, "now": SHAPES[shape] + NOW}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
-    scores: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
+    scores: dict[str, list[dict[str, str]]] = {name: [] for name in sides}
     with tempfile.TemporaryDirectory(prefix="tpo-bench-iter-") as tmp:
         for r in range(repeats):
             for name in list(sides)[:: 1 if r % 2 == 0 else -1]:
@@ -164,7 +169,7 @@ def bench_iteration(
     held = ["| held-out mean score (arm, iteration) | " + " | ".join(scores) + " |"]
     held.append("|---" * (1 + len(scores)) + "|")
     for key in scores["before"][0]:
-        cells = " | ".join(f"{runs[0].get(key, 0):.3f}" for runs in scores.values())
+        cells = " | ".join(runs[0].get(key, "-") for runs in scores.values())
         held.append(f"| {key} | {cells} |")
     total = {
         name: statistics.median(sum(r.values()) for r in side) for name, side in results.items()

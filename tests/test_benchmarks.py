@@ -10,15 +10,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
-from gen import StaticBatcher  # noqa: E402 (benchmarks/ is not a package)
+from gen import StaticBatcher  # benchmarks/ is on sys.path above
 
-from tpo.generate.batcher import Batcher, PrefixStore, Request  # noqa: E402
-from tpo.generate.llama import LlamaModel  # noqa: E402
+from tpo.generate.batcher import Batcher, PrefixStore, Request
+from tpo.generate.llama import LlamaModel
 
 
-def _decoded_rows(batcher_cls: type[Batcher], model: LlamaModel, max_rows: int, eos: int):
-    """Greedy requests of 1, 3, 5 and 8 new tokens: their outputs, and the rows of every
-    decoding step."""
+def _decoded_rows(
+    batcher_cls: type[Batcher], model: LlamaModel, max_rows: int, eos: int, then: bool = False
+):
+    """Greedy requests of 1, 3, 5 and 8 new tokens (each followed, with `then`, by one of 6
+    more in the same row): their outputs, and the rows of every decoding step."""
     rows: list[int] = []
     decode = model.decode
 
@@ -29,18 +31,26 @@ def _decoded_rows(batcher_cls: type[Batcher], model: LlamaModel, max_rows: int, 
     model.decode = counted  # type: ignore[method-assign]
     try:
         requests = [Request([1, 2 + i, 3, 4 + i], n) for i, n in enumerate((1, 3, 5, 8))]
+        follow: list[Request] = []
+
+        def next_one(r: Request) -> Request:
+            follow.append(Request([*r.ids, *r.out, 7], 6))
+            return follow[-1]
+
+        for r in requests:
+            r.then = next_one if then else None
         batcher = batcher_cls(model, eos_ids={eos}, max_rows=max_rows, store=PrefixStore(0))
         batcher.run(requests)
     finally:
         del model.decode
-    return [r.out for r in requests], rows
+    return [r.out for r in requests + sorted(follow, key=lambda r: r.ids)], rows
 
 
 def test_static_batcher_keeps_ended_rows_and_admits_only_into_an_empty_batch(tiny):
     """Continuous batching off: the same greedy outputs as the continuous batcher, but every
     step decodes all rows of the batch until its longest request ends, and the next requests
     wait for the whole batch (with continuous batching, ended rows leave at once)."""
-    model, tok = tiny
+    model, _ = tiny
     lm = LlamaModel(model, torch.float32)
     eos = -1  # never sampled: every request runs to its token limit
     continuous, cont_rows = _decoded_rows(Batcher, lm, 4, eos)
@@ -52,3 +62,21 @@ def test_static_batcher_keeps_ended_rows_and_admits_only_into_an_empty_batch(tin
     _, two_rows = _decoded_rows(StaticBatcher, lm, 2, eos)
     # first batch (1 and 3 tokens): 2 steps of 2 rows; then 5 and 8 tokens: 7 steps of 2
     assert two_rows == [2] * 2 + [2] * 7
+
+
+def test_static_batcher_with_eos_and_follow_ups_ends_every_request(tiny):
+    """With a real EOS (a token the tiny model's greedy outputs hold) and a second phase in
+    the same row, as budget forcing has: every request, follow-ups too, gets the outputs the
+    continuous batcher gives it, and each batch stays whole until its last row ends."""
+    model, _ = tiny
+    lm = LlamaModel(model, torch.float32)
+    probe, _ = _decoded_rows(Batcher, lm, 4, -1)
+    eos = probe[3][2]  # the longest request's third token: EOS for some rows, early
+    continuous, _ = _decoded_rows(Batcher, lm, 4, eos, then=True)
+    static, static_rows = _decoded_rows(StaticBatcher, lm, 4, eos, then=True)
+    assert static == continuous and len(static) == 8
+    assert any(
+        out and out[-1] == eos and len(out) < limit
+        for out, limit in zip(continuous, (1, 3, 5, 8) + (6,) * 4, strict=True)
+    )  # EOS did end some
+    assert set(static_rows) == {4}  # ended rows stayed in the batch
