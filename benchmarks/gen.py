@@ -588,7 +588,7 @@ def bench_llamacpp(models: Models) -> str:
         return compare(
             models,
             "Generation: native vs llama.cpp single stream",
-            [Shape(4, 48), Shape(8, 200)],
+            [Shape(k, t) for k in (4, 8) for t in (48, 200)],
             sides,
             "llama-cpp-python, single stream",
             Target("native, bf16", 5),
