@@ -33,7 +33,7 @@ import torch
 from tpo.config import NativeConfig, PromptConfig
 from tpo.data import builtin_split
 from tpo.generate import SamplingParams
-from tpo.generate.batcher import Batcher, PrefixStore, Request
+from tpo.generate.batcher import Batcher, Request
 from tpo.generate.forcing import Budget, generate_forced
 from tpo.generate.hf import HFGenerator
 from tpo.generate.llama import LlamaModel
@@ -291,15 +291,7 @@ class StaticBatcher(Batcher):
 
 
 class StaticNative(NativeGenerator):
-    def _run(self, requests: list[Request]) -> None:
-        batcher = StaticBatcher(
-            self.model,
-            eos_ids=self.eos,
-            max_rows=self.rows,
-            store=PrefixStore(self.settings.prefix_cache_tokens),
-            prefill_tokens=self.settings.prefill_tokens,
-        )
-        batcher.run(requests)
+    batcher = StaticBatcher
 
 
 def static_side(models: Models, dtype: str = "bfloat16") -> Side:

@@ -67,6 +67,8 @@ def load_native(
 class NativeGenerator:
     """`Generator` and `BudgetedGenerator` over a `LlamaModel` (see the module doc)."""
 
+    batcher = Batcher  # the scheduler of a generation call (a benchmark swaps it)
+
     def __init__(self, model: LlamaModel, tokenizer: Any, settings: NativeConfig, rows: int):
         self.model = model
         self.tokenizer = tokenizer
@@ -81,7 +83,7 @@ class NativeGenerator:
         return ids
 
     def _run(self, requests: list[Request]) -> None:
-        batcher = Batcher(
+        batcher = self.batcher(
             self.model,
             eos_ids=self.eos,
             max_rows=self.rows,
