@@ -9,6 +9,7 @@ from pathlib import Path
 
 import openai
 import pytest
+import torch
 import yaml
 
 from procs import serve_process
@@ -24,7 +25,8 @@ def test_serve_process_answers_with_its_key_and_stops_on_ctrl_c(tmp_path):
     args = ["serve", "tiny-random", "--port", "0", "--api-key", "k3y", "--thought-budget", "3"]
     with serve_process(args, tmp_path / "stderr.txt", env=ENV) as (proc, line, url):
         assert "generic" in line and "thought budget 3" in line
-        assert "native backend" in line  # the default on a CPU for a Llama-family model
+        # the default for a Llama-family model: native on the CPU, hf on a GPU
+        assert ("hf" if torch.cuda.is_available() else "native") + " backend" in line
         # bound to 127.0.0.1 itself, not every address: another loopback address (Linux
         # routes 127.0.0.0/8 to lo, where a 0.0.0.0 bind would answer) is refused
         port = int(url.rsplit(":", 1)[1].split("/")[0])

@@ -64,14 +64,15 @@ def test_auto_backend_is_native_for_a_llama_model_on_the_cpu_else_hf(tiny_path, 
 
     from tpo.serve.engine import pick_backend
 
-    assert pick_backend("tiny-random", "auto") == "native"
+    auto = "hf" if torch.cuda.is_available() else "native"  # auto: a GPU goes to hf
+    assert pick_backend("tiny-random", "auto") == auto
     assert pick_backend(tiny_path, "cpu") == "native"
     biased = tmp_path / "biased"
     shutil.copytree(tiny_path, biased)
     config = json.loads((biased / "config.json").read_text())
     (biased / "config.json").write_text(json.dumps({**config, "attention_bias": True}))
-    assert pick_backend(str(biased), "auto") == "hf"
-    assert pick_backend(str(tmp_path / "missing"), "auto") == "hf"
+    assert pick_backend(str(biased), "cpu") == "hf"
+    assert pick_backend(str(tmp_path / "missing"), "cpu") == "hf"
 
 
 def test_cli_serve_native_refuses_a_gpu_device():

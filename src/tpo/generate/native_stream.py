@@ -1,6 +1,7 @@
 """Streaming on the native backend: concurrent requests decoded in the same batches.
 
-`NativeStreamer` is a `StreamingGenerator` for `tpo serve --backend native`: every request
+`NativeStreamer` is a `StreamingGenerator` for `tpo serve` on the native backend (its default
+for a Llama-family model on the CPU, `serve.engine.pick_backend`): every request
 thread adds its sequence to one `batcher.Batcher`, and one engine thread steps it, so requests
 that arrive together share decoding steps (and prompts they share, their prefills) instead of
 queueing one after another as `hf.HFStreamer` does. A request alone takes the same path as a

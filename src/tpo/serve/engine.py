@@ -258,7 +258,7 @@ def pick_backend(model: str, device: str, trust_remote_code: bool = False) -> st
             resolve_model_path(model), trust_remote_code=trust_remote_code
         )
         check_supported(config)
-    except (ModelLoadError, OSError, ValueError):
+    except (ModelLoadError, OSError, ValueError, ImportError):
         return "hf"
     return "native"
 
