@@ -107,20 +107,29 @@ def _forced(generator: Any, prompts: list[str], shape: Shape, seed: int) -> int:
     return sum(o.num_tokens for o in outs)
 
 
-def native_side(models: Models, dtype: str = "bfloat16", **settings: Any) -> Side:
+def native_side(
+    models: Models,
+    dtype: str = "bfloat16",
+    generator: type[NativeGenerator] = NativeGenerator,
+    **settings: Any,
+) -> Side:
     int8 = settings.pop("int8", False)
 
     def run(prompts: list[str], shape: Shape, seed: int) -> int:
         cfg = NativeConfig(**settings)
-        gen = NativeGenerator(models.native(dtype, int8), models.tok, cfg, cfg.max_batch)
+        gen = generator(models.native(dtype, int8), models.tok, cfg, cfg.max_batch)
         return _forced(gen, prompts, shape, seed)
 
     return run
 
 
-def plain_side(models: Models, batch: int = 32) -> Side:
+def plain_side(models: Models, batch: int = 32, generator: type[HFGenerator] = Plain) -> Side:
+    """Plain `generate` on batches of `batch`: in the caller's order (`Plain`), or sorted by
+    prompt length (`HFGenerator`, tpo's hf backend)."""
+
     def run(prompts: list[str], shape: Shape, seed: int) -> int:
-        return _forced(Plain(models.hf, models.tok, batch, progress=False), prompts, shape, seed)
+        gen = generator(models.hf, models.tok, batch, progress=False)
+        return _forced(gen, prompts, shape, seed)
 
     return run
 
@@ -294,15 +303,6 @@ class StaticNative(NativeGenerator):
     batcher = StaticBatcher
 
 
-def static_side(models: Models, dtype: str = "bfloat16") -> Side:
-    def run(prompts: list[str], shape: Shape, seed: int) -> int:
-        cfg = NativeConfig()
-        gen = StaticNative(models.native(dtype), models.tok, cfg, cfg.max_batch)
-        return _forced(gen, prompts, shape, seed)
-
-    return run
-
-
 def threads_side(side: Side, threads: int) -> Side:
     """`side` run with torch's intra-op threads set to `threads` (restored after)."""
 
@@ -313,16 +313,6 @@ def threads_side(side: Side, threads: int) -> Side:
             return side(prompts, shape, seed)
         finally:
             torch.set_num_threads(before)
-
-    return run
-
-
-def sorted_side(models: Models, batch: int) -> Side:
-    """Plain `generate` on batches of prompts sorted by length (tpo's hf backend)."""
-
-    def run(prompts: list[str], shape: Shape, seed: int) -> int:
-        gen = HFGenerator(models.hf, models.tok, batch, progress=False)
-        return _forced(gen, prompts, shape, seed)
 
     return run
 
@@ -357,6 +347,7 @@ class GenerateBatch:
 
     def generate(self, prompts, params, seed):  # type: ignore[no-untyped-def]
         from transformers import GenerationConfig
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
         from tpo.generate import Completion
 
@@ -371,8 +362,6 @@ class GenerateBatch:
             eos_token_id=tok.eos_token_id,
             pad_token_id=tok.eos_token_id,
         )
-        from transformers.generation.configuration_utils import ContinuousBatchingConfig
-
         need = sum(len(i) + params.max_new_tokens for i in ids)
         sized = ContinuousBatchingConfig(
             page_size=self.PAGE,
@@ -415,7 +404,9 @@ def bench_batching(models: Models) -> str:
         plain: plain_side(models),
         "plain generate, fp32, batch 32, static cache": static_cache_side(models),
         "transformers generate_batch (continuous batching), fp32": generate_batch_side(models),
-        "native bf16, finished rows kept (continuous batching off)": static_side(models),
+        "native bf16, finished rows kept (continuous batching off)": native_side(
+            models, generator=StaticNative
+        ),
         "native bf16": native_side(models, "bfloat16"),
     }
     out.append(
@@ -430,7 +421,9 @@ def bench_batching(models: Models) -> str:
     )
     sides = {
         "native bf16": native_side(models, "bfloat16"),
-        "native bf16, finished rows kept (continuous batching off)": static_side(models),
+        "native bf16, finished rows kept (continuous batching off)": native_side(
+            models, generator=StaticNative
+        ),
     }
     out.append(
         compare(
@@ -444,7 +437,9 @@ def bench_batching(models: Models) -> str:
     )
     sides = {
         "plain generate, fp32, batch 8, in order": plain_side(models, 8),
-        "plain generate, fp32, batch 8, sorted by prompt length": sorted_side(models, 8),
+        "plain generate, fp32, batch 8, sorted by prompt length": plain_side(
+            models, 8, HFGenerator
+        ),
     }
     out.append(
         compare(

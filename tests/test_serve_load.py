@@ -39,14 +39,15 @@ GROWTH_MB = 64
 # 2-core machine)
 TIMEOUT_S = 900
 Answer = tuple[str, str]  # reasoning, content
+Server = tuple[int, int, str]  # port, pid, backend
 
 
 @pytest.fixture(scope="module", params=["hf", "native"])
 def server(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Iterator[tuple[int, int]]:
-    """(port, pid) of a `tpo serve tiny-random` process on each backend (native is the
-    default on a CPU)."""
+) -> Iterator[Server]:
+    """(port, pid, backend) of a `tpo serve tiny-random` process on each backend (native is
+    the default on a CPU)."""
     errors = open(tmp_path_factory.mktemp("serve") / "stderr.txt", "w+")  # noqa: SIM115
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     args = ["serve", "tiny-random", "--port", "0", "--max-tokens", "8", "--backend", request.param]
@@ -61,7 +62,7 @@ def server(
         errors.seek(0)
         match = re.search(r"listening on http://127\.0\.0\.1:(\d+)/v1", line)
         assert match, line + errors.read()[-2000:]
-        yield int(match.group(1)), proc.pid
+        yield int(match.group(1)), proc.pid, request.param
         assert proc.poll() is None, "the server died under load"
     finally:
         proc.kill()
@@ -175,10 +176,8 @@ def one_round(port: int) -> list[tuple[str, bool, Answer]]:
 
 
 @pytest.mark.slow
-def test_two_hundred_concurrent_requests_with_bad_clients(
-    server: tuple[int, int], request: pytest.FixtureRequest
-) -> None:
-    port, pid = server
+def test_two_hundred_concurrent_requests_with_bad_clients(server: Server) -> None:
+    port, pid, backend = server
     alone = {p: ask(port, p, False) for p in PROMPTS}
     assert len(set(alone.values())) == len(PROMPTS), "the requests do not tell answers apart"
     assert all(ask(port, p, True) == alone[p] for p in PROMPTS[:8])  # streamed = plain
@@ -196,16 +195,16 @@ def test_two_hundred_concurrent_requests_with_bad_clients(
     # keys and values (its prefix store, up to 65536 tokens) and its batches' buffers, and
     # its resident memory rose ~130-190 MB over 16 such rounds here before it levelled off,
     # with swings of +-50 MB between rounds: too noisy for a bound on one round
-    if request.node.callspec.params["server"] == "hf":
+    if backend == "hf":
         assert after - before < GROWTH_MB, f"resident memory grew {before:.0f} -> {after:.0f} MB"
     assert threads_settle(pid, idle_threads) <= idle_threads
     assert ask(port, PROMPTS[1], False) == alone[PROMPTS[1]]  # still serving
     print(f"round of 200: {first:.1f} s; rss {before:.0f} -> {after:.0f} MB", file=sys.stderr)
 
 
-def test_a_body_that_never_arrives_does_not_block_others(server: tuple[int, int]) -> None:
+def test_a_body_that_never_arrives_does_not_block_others(server: Server) -> None:
     """A client that announces a body and sends none holds only its own connection."""
-    port, _ = server
+    port, _, _ = server
     sock = socket.create_connection(("127.0.0.1", port))
     try:
         sock.sendall(
