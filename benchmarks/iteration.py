@@ -36,6 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from train import spread  # benchmarks/train.py: median (min-max)
+
 from tpo.config import RunConfig, load_config
 from tpo.data.split import prepare_data
 from tpo.eval.heldout import evaluate
@@ -123,10 +125,6 @@ def timed_run(config: RunConfig, root: Path) -> tuple[dict[str, float], dict[str
             assert got is not None, f"no held-out scores for {arm} {t}"
             scores[f"{arm} {t}"] = f"{got.mean:.3f} ± {(got.hi - got.lo) / 2:.3f}"
     return seconds, scores
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
 
 
 def table(sides: dict[str, list[dict[str, float]]]) -> str:
