@@ -76,13 +76,13 @@ class Models:
         self.path = resolve_model_path("embedded")
         self.tok = load_tokenizer(self.path)
         self.hf = load_model(self.path, "float32", "cpu")
-        self._native: dict[tuple[str, bool], LlamaModel] = {}
+        self._native: dict[tuple[str, bool, bool], LlamaModel] = {}
 
-    def native(self, dtype: str, int8: bool = False) -> LlamaModel:
-        key = (dtype, int8)
+    def native(self, dtype: str, int8: bool = False, pack: bool = True) -> LlamaModel:
+        key = (dtype, int8, pack)
         if key not in self._native:
             dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-            self._native[key] = LlamaModel(self.hf, dt, int8=int8)
+            self._native[key] = LlamaModel(self.hf, dt, int8=int8, pack=pack)
         return self._native[key]
 
     def prompts(self, shape: Shape) -> list[str]:
@@ -114,10 +114,11 @@ def native_side(
     **settings: Any,
 ) -> Side:
     int8 = settings.pop("int8", False)
+    pack = settings.pop("pack", True)
 
     def run(prompts: list[str], shape: Shape, seed: int) -> int:
         cfg = NativeConfig(**settings)
-        gen = generator(models.native(dtype, int8), models.tok, cfg, cfg.max_batch)
+        gen = generator(models.native(dtype, int8, pack), models.tok, cfg, cfg.max_batch)
         return _forced(gen, prompts, shape, seed)
 
     return run
@@ -272,6 +273,22 @@ def bench_levers(models: Models) -> str:
     out.append(
         compare(models, "Lever: precision, prefix sharing, batch", [base], sides, "native bf16")
     )
+    return "\n".join(out)
+
+
+def bench_packing(models: Models) -> str:
+    """The linear weights handed to oneDNN in its layout (`llama.Linear`, the default)
+    against `F.linear` on the plain weights, in bf16 and in float32."""
+    base = Shape(4, 48)
+    out = []
+    for dtype, name in (("bfloat16", "bf16"), ("float32", "fp32")):
+        plain = f"native {name}, plain weights (F.linear)"
+        packing = {
+            plain: native_side(models, dtype, pack=False),
+            f"native {name}, oneDNN-packed weights (default)": native_side(models, dtype),
+        }
+        title = f"Lever: oneDNN-packed weights, {name}"
+        out.append(compare(models, title, [base, Shape(8, 48)], packing, plain))
     return "\n".join(out)
 
 

@@ -27,6 +27,7 @@ import torch
 GENERATION = {
     "gen": gen.bench_gen,
     "levers": gen.bench_levers,
+    "packing": gen.bench_packing,
     "batching": gen.bench_batching,
     "offpolicy": gen.bench_offpolicy,
     "llamacpp": gen.bench_llamacpp,
@@ -57,6 +58,7 @@ def main() -> None:
         default=[
             "gen",
             "levers",
+            "packing",
             "batching",
             "offpolicy",
             "serve",

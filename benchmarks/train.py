@@ -56,6 +56,7 @@ LEVERS = {  # on top of tpo's defaults
     "tpo LoRA + grad. ckpt": {"method": "lora", "gradient_checkpointing": True},
     # what tpo's path does, undone one at a time (bench-only patches, `run_side`)
     "tpo, logits at every position (no logits_to_keep)": {"all_logits": True},
+    "tpo, the rows of a batch padded into one product": {"padded_rows": True},
     "tpo, batch 1 x accumulation 2 (no padding)": {
         "batch_size": 1,
         "gradient_accumulation_steps": 2,
@@ -132,6 +133,7 @@ def run_side(pairs: list[Pair], path: str, settings: dict[str, Any], batch: int)
     every_step = settings.pop("trl_reference_every_step", False)
     all_logits = settings.pop("all_logits", False)
     prompt_tokens = settings.pop("prompt_tokens", None)
+    padded_rows = settings.pop("padded_rows", False)
     cfg = TrainConfig(**{**BASE, "batch_size": batch, **settings})  # type: ignore[arg-type]
 
     def args(*a: Any, **kw: Any) -> Any:  # TRL's default: no precomputed reference
@@ -146,6 +148,11 @@ def run_side(pairs: list[Pair], path: str, settings: dict[str, Any], batch: int)
             _every_logit(patches)
         if prompt_tokens:
             _cut_prompts(patches, prompt_tokens)
+        if padded_rows:  # what tpo did before its rows went one at a time on the CPU
+            from tpo.train.trainer import SharedPromptDPOTrainer
+
+            one = mock.patch.object(SharedPromptDPOTrainer, "rows_one_at_a_time_on_cpu", False)
+            patches.enter_context(one)
         return _timed_side(pairs, path, cfg)
 
 

@@ -42,7 +42,8 @@ class PairPacker:
     (B, 1, L, L), true where a token may attend; `logits_from` (the first column whose logits
     are needed); per completion token its row, its column among the kept logits, its id
     and its sequence (`owner`: 2i for pair i's chosen, 2i + 1 for its rejected);
-    `num_tokens`, the tokens TRL's layout holds (the prompt counted twice), for the logs.
+    `num_tokens`, the tokens TRL's layout holds (the prompt counted twice), for the logs;
+    `row_span`, each row's columns without its padding [left, end) (`row_batch`).
     """
 
     pad_token_id: int
@@ -55,6 +56,7 @@ class PairPacker:
         ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         positions = torch.zeros((len(rows), width), dtype=torch.long)
         segments = torch.full((len(rows), width), PAD, dtype=torch.long)
+        spans: list[tuple[int, int]] = []
         row_of: list[int] = []
         kept_of: list[int] = []
         targets: list[int] = []
@@ -64,6 +66,7 @@ class PairPacker:
             ids[i, left:start] = torch.tensor(prompt)
             positions[i, left:start] = torch.arange(len(prompt))
             segments[i, left:start] = PROMPT
+            spans.append((left, start + len(chosen) + len(rejected)))
             for seq, (offset, tokens) in enumerate(((0, chosen), (len(chosen), rejected))):
                 at = start + offset
                 ids[i, at : at + len(tokens)] = torch.tensor(tokens, dtype=torch.long)
@@ -85,6 +88,7 @@ class PairPacker:
             "token_id": torch.tensor(targets, dtype=torch.long),
             "token_owner": torch.tensor(owner, dtype=torch.long),
             "num_tokens": torch.tensor(sum(2 * len(p) + len(c) + len(r) for p, c, r in rows)),
+            "row_span": torch.tensor(spans, dtype=torch.long).reshape(len(rows), 2),
         }
         for key in ("ref_chosen_logps", "ref_rejected_logps"):
             if key in examples[0]:
@@ -107,6 +111,24 @@ def pair_mask(segments: torch.Tensor) -> torch.Tensor:
     mask = causal & (key != PAD) & ~((query == REJECTED) & (key == CHOSEN))
     mask |= torch.eye(width, dtype=torch.bool) & (query == PAD)
     return mask[:, None]
+
+
+def row_batch(batch: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+    """Row i of a packed batch alone, without its padding: a batch of one pair whose logits
+    and log-probs are row i's in the whole batch (its completions start `logits_from` + 1
+    columns after its own first column, its sequences are 0 and 1)."""
+    left, end = (int(x) for x in batch["row_span"][i])
+    mine = batch["token_row"] == i
+    return {
+        "input_ids": batch["input_ids"][i : i + 1, left:end],
+        "position_ids": batch["position_ids"][i : i + 1, left:end],
+        "attention_mask": batch["attention_mask"][i : i + 1, :, left:end, left:end],
+        "logits_from": batch["logits_from"] - left,
+        "token_row": torch.zeros_like(batch["token_row"][mine]),
+        "token_column": batch["token_column"][mine],
+        "token_id": batch["token_id"][mine],
+        "token_owner": batch["token_owner"][mine] - 2 * i,
+    }
 
 
 def model_inputs(batch: dict[str, torch.Tensor], attention: str, dtype: Any) -> dict[str, Any]:
