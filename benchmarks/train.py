@@ -57,7 +57,7 @@ LEVERS = {  # on top of tpo's defaults
     # what tpo's path does, undone one at a time (bench-only patches, `run_side`)
     "tpo, logits at every position (no logits_to_keep)": {"all_logits": True},
     "tpo, the rows of a batch padded into one product": {"padded_rows": True},
-    "tpo, batch 1 x accumulation 2 (no padding)": {
+    "tpo, batch 1 x accumulation 2": {
         "batch_size": 1,
         "gradient_accumulation_steps": 2,
     },
@@ -160,9 +160,9 @@ def _every_logit(patches: contextlib.ExitStack) -> None:
     """The shared-prompt forward with the LM head over every position (`logits_to_keep` 0,
     transformers' "all"), the completions' columns sliced out after: the same loss, the
     head's work on the prompt and the padding added back."""
-    from tpo.train import trainer
+    from tpo.train import packing
 
-    inputs, logps = trainer.model_inputs, trainer.completion_logps
+    inputs, logps = packing.model_inputs, packing.completion_logps
 
     def all_inputs(batch: dict[str, Any], *a: Any) -> dict[str, Any]:
         return {**inputs(batch, *a), "logits_to_keep": 0}
@@ -170,8 +170,8 @@ def _every_logit(patches: contextlib.ExitStack) -> None:
     def sliced(logits: torch.Tensor, batch: dict[str, Any]) -> Any:
         return logps(logits[:, int(batch["logits_from"]) :], batch)
 
-    patches.enter_context(mock.patch.object(trainer, "model_inputs", all_inputs))
-    patches.enter_context(mock.patch.object(trainer, "completion_logps", sliced))
+    patches.enter_context(mock.patch.object(packing, "model_inputs", all_inputs))
+    patches.enter_context(mock.patch.object(packing, "completion_logps", sliced))
 
 
 def _cut_prompts(patches: contextlib.ExitStack, keep: int) -> None:

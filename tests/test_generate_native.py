@@ -25,7 +25,7 @@ from tpo.generate import SamplingParams
 from tpo.generate.batcher import Batcher, PrefixStore, Request
 from tpo.generate.forcing import Budget, generate_forced, two_phase
 from tpo.generate.hf import HFGenerator
-from tpo.generate.llama import KVCache, LlamaModel, check_supported
+from tpo.generate.llama import KVCache, LlamaModel, check_supported, mkldnn_linear
 from tpo.generate.native import NativeGenerator, load_native
 from tpo.generate.sampling import candidate_probs
 from tpo.models import ModelLoadError
@@ -61,7 +61,9 @@ def test_forward_matches_transformers(tiny):
     torch.testing.assert_close(step, torch.stack([want_a[-1], want_b[-1]]), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch without oneDNN")
+@pytest.mark.skipif(
+    not mkldnn_linear(torch.bfloat16), reason="torch or this CPU without oneDNN's bf16 linear"
+)
 def test_onednn_packed_weights_compute_the_plain_products(tiny):
     """The weights handed to oneDNN in its layout (the default) give the products of the plain
     weights: the same bf16 logits, float32 ones equal to rounding, at a decode step of 3 rows

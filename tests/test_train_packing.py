@@ -13,7 +13,7 @@ import torch
 from tpo.config import ModelConfig, TrainConfig
 from tpo.records import Pair
 from tpo.train import train_dpo
-from tpo.train.packing import PairPacker, completion_logps, model_inputs, row_batch
+from tpo.train.packing import PairPacker, batch_logps, completion_logps, model_inputs, row_batch
 
 PROMPT = "<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\nHere is my thought process:\n"
 
@@ -56,18 +56,13 @@ def test_packed_logps_equal_separate_sequences(tiny, attention, max_length):
     assert sums.tolist() == pytest.approx(expected, abs=1e-4)
     assert len(set(expected)) == len(expected)  # distinct values: a swap would show
     # each row alone without its padding (the trainer's CPU path): the same, in batch order
-    tokens, row_sums = [], []
     for i in range(len(examples)):
-        part = row_batch(batch, i)
-        assert part["input_ids"].shape[1] <= batch["input_ids"].shape[1]
-        with torch.no_grad():
-            part_logits = model(**model_inputs(part, attention, torch.float32)).logits
-        token_logps, part_sums = completion_logps(part_logits, part)
-        tokens.append(token_logps)
-        row_sums += part_sums.tolist()
+        assert row_batch(batch, i)["input_ids"].shape[1] <= batch["input_ids"].shape[1]
+    with torch.no_grad():
+        row_tokens, row_sums = batch_logps(model, batch, attention, torch.float32, True)
     whole_tokens, _ = completion_logps(logits, batch)
-    torch.testing.assert_close(torch.cat(tokens), whole_tokens, atol=1e-4, rtol=1e-4)
-    assert row_sums == pytest.approx(expected, abs=1e-4)
+    torch.testing.assert_close(row_tokens, whole_tokens, atol=1e-4, rtol=1e-4)
+    assert row_sums.tolist() == pytest.approx(expected, abs=1e-4)
     room = [99 if max_length is None else max(max_length - p, 0) for p, _, _ in lengths]
     unpadded = [p + min(c, m) + min(r, m) for (p, c, r), m in zip(lengths, room, strict=True)]
     assert [int(e - s) for s, e in batch["row_span"].tolist()] == unpadded

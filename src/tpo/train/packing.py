@@ -148,6 +148,22 @@ def model_inputs(batch: dict[str, torch.Tensor], attention: str, dtype: Any) -> 
     }
 
 
+def batch_logps(
+    model: Any, batch: dict[str, torch.Tensor], attention: str, dtype: Any, rows_apart: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`completion_logps` of a packed batch under `model`: from one forward of the padded
+    batch, or (`rows_apart`) from one forward per row without its padding (`row_batch`),
+    joined in the batch's order."""
+    parts = [row_batch(batch, i) for i in range(len(batch["row_span"]))] if rows_apart else [batch]
+    results = [
+        completion_logps(model(**model_inputs(part, attention, dtype)).logits, part)
+        for part in parts
+    ]
+    if len(results) == 1:
+        return results[0]
+    return torch.cat([r[0] for r in results]), torch.cat([r[1] for r in results])
+
+
 def completion_logps(
     logits: torch.Tensor, batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
