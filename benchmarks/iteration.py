@@ -164,11 +164,11 @@ def bench_iteration(
                 scores[name].append(held)
                 print(f"  {name} #{r + 1}: {sum(seconds.values()):.1f} s", flush=True)
     same = all(all(s == runs[0] for s in runs) for runs in scores.values())
-    held = ["| held-out mean score (arm, iteration) | " + " | ".join(scores) + " |"]
-    held.append("|---" * (1 + len(scores)) + "|")
+    lines = ["| held-out mean score (arm, iteration) | " + " | ".join(scores) + " |"]
+    lines.append("|---" * (1 + len(scores)) + "|")
     for key in scores["before"][0]:
         cells = " | ".join(runs[0].get(key, "-") for runs in scores.values())
-        held.append(f"| {key} | {cells} |")
+        lines.append(f"| {key} | {cells} |")
     total = {
         name: statistics.median(sum(r.values()) for r in side) for name, side in results.items()
     }
@@ -185,7 +185,7 @@ def bench_iteration(
         f"before: {', '.join(BEFORE)}\nnow: {', '.join(NOW)}\n\n"
         + table(results)
         + "\n\n"
-        + "\n".join(held)
+        + "\n".join(lines)
         + f"\n\n({repeated})\n"
         + f"\n- now: {ratio:.2f}x faster than before, of the >= 3x target ({ratio / 3:.0%}): "
         + said

@@ -13,6 +13,7 @@
          (benchmarks/iteration.py).
 - train: DPO trained tokens/s and peak memory of tpo's training path against TRL's DPOTrainer
          on the same pairs, first losses side by side; then each lever (benchmarks/train.py).
+- sft:   the SFT warm-up, tpo's lean trainer against TRL's SFTTrainer (benchmarks/train.py).
 Timings are wall clock on this machine; the numbers to compare are the ratios. Each prints a
 markdown table.
 """
@@ -43,6 +44,13 @@ def bench_train() -> str:
     return str(train.bench_train())
 
 
+def bench_sft() -> str:
+    """The SFT warm-up: benchmarks/train.py."""
+    import train
+
+    return str(train.bench_sft())
+
+
 def bench_iteration() -> str:
     """One embedded iteration per stage, before and now: benchmarks/iteration.py."""
     import iteration
@@ -64,9 +72,10 @@ def main() -> None:
             "serve",
             "profile",
             "train",
+            "sft",
             "iteration",
         ],
-        choices=[*GENERATION, "train", "iteration"],
+        choices=[*GENERATION, "train", "sft", "iteration"],
     )
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
@@ -77,6 +86,8 @@ def main() -> None:
             print(GENERATION[name](models), flush=True)
         elif name == "train":
             print(bench_train(), flush=True)
+        elif name == "sft":
+            print(bench_sft(), flush=True)
         else:
             print(bench_iteration(), flush=True)
 

@@ -2,6 +2,7 @@
 
     python benchmarks/run.py train                       # both tables, embedded model
     python benchmarks/train.py --pairs 8 --repeats 3     # the same, standalone
+    python benchmarks/train.py --sft --batch 4           # the SFT warm-up: tpo against TRL
 
 Pairs look like a TPO iteration's: the thought prompt around a built-in instruction, then a
 thought of 48-200 tokens, "Here is my response:" and a response of 24-96 tokens, chosen and
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import dataclasses
 import json
 import random
 import statistics
@@ -222,7 +224,7 @@ def _timed_side(pairs: list[Pair], path: str, cfg: TrainConfig) -> dict:
 
 
 def alternate(
-    sides: dict[str, dict[str, Any]], repeats: int, run: Callable[[dict[str, Any]], dict]
+    sides: dict[str, Any], repeats: int, run: Callable[[Any], dict]
 ) -> dict[str, list[dict]]:
     """Each side `repeats` times, in turn (the order reversed every other round)."""
     results: dict[str, list[dict]] = {name: [] for name in sides}
@@ -310,6 +312,58 @@ def _versus_trl(run: Callable[[dict[str, Any]], dict], repeats: int) -> list[str
     return out
 
 
+def sft_side(pairs: list[Pair], path: str, lean: bool, batch: int) -> dict:
+    """One SFT warm-up (`train.warmup.sft_warmup`, one epoch, the embedded preset's learning
+    rate): TRL's `SFTTrainer` as it is (`lean` False, `train.shared_prompt: false`) or tpo's
+    `CompletionSFTTrainer`; its `train()` seconds (sft.json), trained tokens (the
+    `num_tokens` both log: prompt + completion, no padding) and losses (sft_log.jsonl)."""
+    from tpo.train.warmup import sft_warmup
+
+    cfg = TrainConfig(**{**BASE, "learning_rate": 1e-5, "batch_size": batch})  # type: ignore[arg-type]
+    cfg = dataclasses.replace(cfg, sft_warmup_epochs=1, shared_prompt=lean)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "iter_1" / "sft_model"
+        started = time.perf_counter()
+        with PeakMemory() as mem:
+            sft_warmup(
+                pairs,
+                path,
+                model_cfg=ModelConfig(name_or_path=path),
+                cfg=cfg,
+                out_dir=out,
+                seed=0,
+                pairs_sha256="bench",
+            )
+        whole = time.perf_counter() - started
+        seconds = json.loads(out.with_name("sft.json").read_text())["seconds"]
+        logs = [
+            json.loads(line) for line in out.with_name("sft_log.jsonl").read_text().splitlines()
+        ]
+    steps = [entry for entry in logs if "loss" in entry]
+    tokens = steps[-1]["num_tokens"]
+    return {
+        "tokens_per_s": tokens / seconds,
+        "tokens_per_cpu_s": tokens / seconds,  # not measured apart: sft.json has wall seconds
+        "seconds": seconds,
+        "setup": whole - seconds,  # load, tokenize, save
+        "mib": mem.mib,
+        "losses": [e["loss"] for e in steps],
+    }
+
+
+def bench_sft(pairs: int = 8, batch: int = 4, repeats: int = 3) -> str:
+    """The SFT warm-up: tpo's lean trainer against TRL's SFTTrainer, alternating."""
+    path = resolve_model_path("embedded")
+    built = tpo_pairs(pairs, path)
+    sides = {"TRL SFTTrainer fp32": False, "tpo CompletionSFTTrainer": True}
+    results = alternate(sides, repeats, lambda lean: sft_side(built, path, lean, batch))
+    header = f"{pairs} pairs, batch {batch}, embedded model, torch {torch.__version__}"
+    note = "tokens/CPU-s is tokens/s here (the warm-up records wall seconds only)"
+    return f"SFT warm-up: tpo against TRL's SFTTrainer ({header}; {note})\n" + table(
+        results, "TRL SFTTrainer fp32"
+    )
+
+
 def profile_step(pairs: int = 2, bf16: bool = False) -> str:
     """Where one shared-prompt training step (forward and backward, fp32 or bf16 autocast) of
     `pairs` pairs spends its time: torch's profiler, the top operators by own CPU time, and
@@ -365,7 +419,11 @@ def main() -> None:
     parser.add_argument("--only", help="the levers whose name holds this text")
     parser.add_argument("--no-trl", action="store_true", help="the lever table only")
     parser.add_argument("--profile", action="store_true", help="profile one step instead")
+    parser.add_argument("--sft", action="store_true", help="the SFT warm-up table instead")
     args = parser.parse_args()
+    if args.sft:
+        print(bench_sft(args.pairs, args.batch, args.repeats))
+        return
     if args.profile:
         print(profile_step(args.batch) + "\n" + profile_step(args.batch, bf16=True))
         return

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
@@ -80,3 +81,17 @@ def test_static_batcher_with_eos_and_follow_ups_ends_every_request(tiny):
         for out, limit in zip(continuous, (1, 3, 5, 8) + (6,) * 4, strict=True)
     )  # EOS did end some
     assert set(static_rows) == {4}  # ended rows stayed in the batch
+
+
+def test_sft_bench_sides_count_the_same_tokens_and_losses(tiny_path):
+    """The SFT warm-up bench's two sides (TRL's SFTTrainer, tpo's lean one) on the tiny
+    model: the same trained-token count (what its tokens/s divides) and the same losses."""
+    from train import sft_side, tpo_pairs
+
+    built = tpo_pairs(4, tiny_path)
+    trl_side, tpo_side = (sft_side(built, tiny_path, lean, batch=2) for lean in (False, True))
+    assert tpo_side["tokens_per_s"] * tpo_side["seconds"] == pytest.approx(
+        trl_side["tokens_per_s"] * trl_side["seconds"]
+    )
+    assert len(tpo_side["losses"]) == 2
+    assert tpo_side["losses"] == pytest.approx(trl_side["losses"], abs=1e-5)

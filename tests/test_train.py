@@ -121,6 +121,7 @@ def test_sft_warmup_learns_the_chosen_output_and_is_adopted_on_resume(
     call for the same pairs file adopts the saved model without training."""
     import trl
 
+    import tpo.train.trainer
     from tpo.train.warmup import sft_warmup, warmup_summary
 
     cfg = TrainConfig(learning_rate=1e-3, batch_size=4, max_length=128, sft_warmup_epochs=2)
@@ -142,7 +143,9 @@ def test_sft_warmup_learns_the_chosen_output_and_is_adopted_on_resume(
     assert logged[0]["loss"] == pytest.approx(summary["first_loss"])
     shown = capsys.readouterr()
     assert "'loss'" not in shown.out + shown.err and "SFT warm-up" in shown.err
-    monkeypatch.setattr(trl, "SFTTrainer", lambda *a, **k: pytest.fail("trained again"))
+    fail = lambda *a, **k: pytest.fail("trained again")  # noqa: E731
+    monkeypatch.setattr(trl, "SFTTrainer", fail)
+    monkeypatch.setattr(tpo.train.trainer, "CompletionSFTTrainer", fail)
     assert sft_warmup(built, tiny_path, pairs_sha256="abc", **kwargs) == str(out)
     with pytest.raises(pytest.fail.Exception, match="trained again"):
         sft_warmup(built, tiny_path, pairs_sha256="other pairs", **kwargs)
@@ -150,6 +153,51 @@ def test_sft_warmup_learns_the_chosen_output_and_is_adopted_on_resume(
     kwargs["cfg"] = dataclasses.replace(cfg, learning_rate=1e-4)
     with pytest.raises(pytest.fail.Exception, match="trained again"):
         sft_warmup(built, tiny_path, pairs_sha256="abc", **kwargs)
+
+
+@pytest.mark.parametrize("rows_apart", [True, False], ids=["rows apart", "padded batch"])
+def test_lean_sft_warmup_has_trl_sft_trainers_losses(tmp_path, tiny_path, monkeypatch, rows_apart):
+    """The warm-up's lean trainer (`train.shared_prompt`: the completion's logits only, rows
+    one at a time on the CPU or one padded product) logs the losses of TRL's own SFTTrainer
+    (`train.shared_prompt: false`) on pairs of different lengths, over four steps of batch 2
+    with gradient accumulation 2 (TRL's loss over the accumulated batches' tokens), and
+    trains the same weights."""
+    from safetensors.torch import load_file
+
+    from tpo.train.trainer import CompletionSFTTrainer
+    from tpo.train.warmup import sft_warmup
+
+    monkeypatch.setattr(CompletionSFTTrainer, "rows_one_at_a_time_on_cpu", rows_apart)
+    words = ["hi", "hello there, friend", "a much longer answer " * 4, "ok", "yes " * 9, "no"]
+    built = [
+        dataclasses.replace(
+            p,
+            prompt=p.prompt.replace("hi.", "hi" + " please" * k + "."),
+            chosen=f"thought {k}.\nHere is my response:\n{words[k]}",
+        )
+        for k, p in enumerate(pairs(6))
+    ]
+    base = TrainConfig(
+        learning_rate=1e-3,
+        batch_size=2,
+        gradient_accumulation_steps=2,
+        max_length=128,
+        sft_warmup_epochs=2,
+    )
+    losses, weights = {}, {}
+    for lean in (True, False):
+        out = tmp_path / str(lean) / "iter_1" / "sft_model"
+        cfg = dataclasses.replace(base, shared_prompt=lean)
+        kwargs = {"model_cfg": ModelConfig(name_or_path=tiny_path), "out_dir": out, "seed": 0}
+        sft_warmup(built, tiny_path, cfg=cfg, pairs_sha256="abc", **kwargs)
+        log = out.with_name("sft_log.jsonl").read_text().splitlines()
+        losses[lean] = [r["loss"] for r in map(json.loads, log) if "loss" in r]
+        weights[lean] = load_file(str(out / "model.safetensors"))
+    assert len(losses[True]) == 4 and losses[True][0] > 0  # 3 batches an epoch: 2 steps
+    assert losses[True] == pytest.approx(losses[False], abs=1e-5)
+    assert losses[True][3] < losses[True][0]  # it trains
+    for name, value in weights[False].items():
+        torch.testing.assert_close(weights[True][name], value, atol=1e-5, rtol=1e-4)
 
 
 def test_sft_warmup_stopped_by_a_nan_loss_saves_nothing(tmp_path, tiny_path):

@@ -1,6 +1,9 @@
-"""TRL's `DPOTrainer` on shared-prompt rows (packing.py): TRL still tokenizes the pairs,
-precomputes the reference log-probs, shards the batches, steps the optimizer and the
-scheduler, and runs under every accelerate launcher; this subclass replaces only the forward
+"""TRL's trainers with a leaner forward: `SharedPromptDPOTrainer` (DPO) and
+`CompletionSFTTrainer` (the SFT warm-up, warmup.py).
+
+`SharedPromptDPOTrainer` is TRL's `DPOTrainer` on shared-prompt rows (packing.py): TRL still
+tokenizes the pairs, precomputes the reference log-probs, shards the batches, steps the
+optimizer and the scheduler, and runs under every accelerate launcher; it replaces only the forward
 (one row per pair, logits from the completions on) and the loss over its output.
 
 The loss is TRL's for the two loss types tpo uses: `sigmoid` (DPO) and `sft` (the NLL term:
@@ -9,6 +12,11 @@ TRL's `loss_weights`. The logged metrics keep TRL's names (`rewards/accuracies`,
 `rewards/margins`, `rewards/chosen`, `logps/chosen`, `num_tokens`, ...); the entropy, logit
 and token-accuracy metrics are left out, since each costs a pass over the vocabulary.
 The reference log-probs must be precomputed (tpo always does; see DESIGN.md).
+
+`CompletionSFTTrainer` is TRL's `SFTTrainer` on prompt-completion rows whose loss is the
+completion-only NLL TRL computes, from a forward that asks for the completion's logits only
+(`logits_to_keep`) and, on the CPU, takes each row alone without its padding; TRL's entropy and
+token-accuracy metrics are left out (each a pass over the vocabulary at every position).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from trl import DPOTrainer
+from trl import DPOTrainer, SFTTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
@@ -123,3 +131,67 @@ class SharedPromptDPOTrainer(DPOTrainer):
             tokens = self.accelerator.gather_for_metrics(inputs["num_tokens"].reshape(1))
             self._total_train_tokens += int(tokens.sum().item())
         metrics["num_tokens"] = [self._total_train_tokens]
+
+
+class CompletionSFTTrainer(SFTTrainer):
+    """`SFTTrainer` with `completion_only_loss`, whose loss is TRL's (the sum of the completion
+    tokens' NLL over the batch's completion tokens, or over `num_items_in_batch` with gradient
+    accumulation) from a lean forward: each row's logits from its first completion token on
+    only, and on the CPU one row at a time without its right padding. The same loss, to float
+    rounding (tests/test_train.py); elsewhere the batch stays one padded product."""
+
+    rows_one_at_a_time_on_cpu = True
+
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        if return_outputs:
+            raise NotImplementedError("the lean SFT forward returns no logits")
+        ids, labels = inputs["input_ids"], inputs["labels"]
+        lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        targets = labels[:, 1:]  # column j predicts token j + 1
+        trained = targets != -100
+        if ids.device.type == "cpu" and self.rows_one_at_a_time_on_cpu:
+            parts = [
+                (ids[i : i + 1, : int(n)], targets[i : i + 1, : int(n) - 1])
+                for i, n in enumerate(lengths)
+            ]
+        else:
+            parts = [(ids, targets)]
+        total = ids.new_zeros((), dtype=torch.float32)
+        for part_ids, part_targets in parts:
+            total = total + _completion_nll(model, part_ids, part_targets)
+        count = trained.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = total / torch.as_tensor(count).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes
+        if faults.armed("loss:inf"):
+            loss = loss * float("inf")
+        policy: Any = self.model
+        mode = "train" if policy.training else "eval"
+        if mode == "train":
+            tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum())
+            self._total_train_tokens += int(tokens.sum().item())
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        return loss
+
+
+def _completion_nll(model: Any, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The summed NLL of the trained targets (not -100) of rows `ids`, where column j's
+    target is `targets[:, j]`: one forward of `ids` without its last column (it predicts
+    nothing), logits from the first trained column on. The log-softmax is in float32."""
+    trained = targets != -100
+    columns = trained.any(dim=0).nonzero()
+    if len(columns) == 0:
+        return ids.new_zeros((), dtype=torch.float32)
+    first = int(columns[0])
+    inputs = ids[:, :-1]
+    keep = inputs.shape[1] - first
+    logits = model(input_ids=inputs, logits_to_keep=keep, use_cache=False).logits.float()
+    kept, mask = targets[:, first:].clamp(min=0), trained[:, first:]
+    logps = logits.gather(-1, kept[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
+    return -(logps * mask).sum()

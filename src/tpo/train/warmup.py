@@ -7,7 +7,9 @@ the model to end its own thought. Supervised fine-tuning on the chosen outputs (
 marker, the response: what forcing produced) shows it the whole format first; DPO then starts
 from, and is referenced to, the warmed-up model. The loss is TRL's `SFTTrainer` on
 prompt-completion rows: NLL on the completion only (the prompt, with its prefilled thought
-marker, is masked), EOS appended, as DPO does for text pairs. It runs wherever DPO runs (in the
+marker, is masked), EOS appended, as DPO does for text pairs. With `train.shared_prompt` (the
+default) the trainer is `trainer.CompletionSFTTrainer`: the same loss from a lean forward (the
+completion's logits only, rows one at a time on the CPU). It runs wherever DPO runs (in the
 tpo process or in each launched one); rank 0 saves ARM/iter_1/sft_model/ with sft.json, which a
 resumed stage adopts when it is for the same pairs.jsonl.
 """
@@ -94,6 +96,7 @@ def sft_warmup(
     from tpo.train.guard import check_losses, finite_loss_callback
     from tpo.train.launch import TrainError
     from tpo.train.progress import TrainProgress
+    from tpo.train.trainer import CompletionSFTTrainer
 
     device = pick_device(model_cfg.device)
     work = out_dir.with_name(out_dir.name + ".work")
@@ -104,7 +107,8 @@ def sft_warmup(
         model = load_model(model_path, model_cfg.dtype, "cpu", trust, pickle)
         logging.getLogger("transformers").setLevel(logging.ERROR)
         rows = [{"prompt": p.prompt, "completion": p.chosen} for p in pairs]
-        trainer = SFTTrainer(
+        cls = CompletionSFTTrainer if cfg.shared_prompt else SFTTrainer
+        trainer = cls(
             model=model,
             args=args,
             train_dataset=Dataset.from_list(rows),
