@@ -161,3 +161,28 @@ def test_paper_preset_is_the_papers_setup():
     t = cfg.train
     assert (t.method, t.launcher, t.accelerate_config) == ("full", "accelerate", "deepspeed_zero3")
     assert t.bf16 and t.gradient_checkpointing and t.num_processes == 8 and t.epochs == 10
+
+
+def test_generation_dtype_auto_is_bf16_only_where_the_cpu_computes_it(tmp_path, capsys):
+    """`generation.dtype: auto` (the embedded preset's) is bfloat16 on a CPU whose flags name
+    avx512_bf16 or amx_bf16, float32 on one without (bf16 is emulated there) or when the flags
+    cannot be read; the pool a run loads its policy with gets the resolved dtype and says it."""
+    from tpo.generate.pool import Generators
+    from tpo.models import native_bf16, resolve_dtype
+
+    flags = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma {}\n"
+    cases = {"avx512f avx512bw": False, "avx512f avx512_bf16": True, "amx_tile amx_bf16": True}
+    for extra, expected in cases.items():
+        (tmp_path / "cpuinfo").write_text(flags.format(extra))
+        assert native_bf16("cpu", tmp_path / "cpuinfo") is expected, extra
+    assert native_bf16("cpu", tmp_path / "missing") is False
+    assert resolve_dtype("float32", "cpu") == "float32"
+    assert resolve_dtype("bfloat16", "cpu") == "bfloat16"
+    here = "bfloat16" if native_bf16("cpu") else "float32"
+    assert resolve_dtype("auto", "cpu") == here
+    config = load_config(preset="embedded")
+    assert config.generation.dtype == "auto"
+    assert Generators.for_run(config).settings.dtype == here
+    assert f"generation.dtype auto: {here}" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"generation\.dtype: .*float32 \| bfloat16 \| auto"):
+        load_config(preset="tiny", overrides=["generation.dtype=bf16"])

@@ -225,7 +225,10 @@ class GenerationConfig:
         "(tpo's CPU decoding loop for Llama-family models, settings in native).",
     )
     dtype: str | None = opt(
-        None, "Weights dtype for generation and eval (float32 | bfloat16); null = model.dtype."
+        None,
+        "Weights dtype for generation and eval: float32 | bfloat16 | auto (bfloat16 where the "
+        "device computes it natively: a GPU, a CPU with avx512_bf16 or amx_bf16; else "
+        "float32); null = model.dtype.",
     )
     vllm: VLLMConfig = section(VLLMConfig, "backend vllm")
     openai: OpenAIGenerationConfig = section(OpenAIGenerationConfig, "backend openai")
@@ -255,7 +258,7 @@ class GenerationConfig:
         require(self.response_max_tokens >= 1, "response_max_tokens", ">= 1")
         require(self.batch_size >= 1, "batch_size", "must be >= 1")
         require(self.backend in BACKENDS, "backend", " | ".join(BACKENDS))
-        require(self.dtype in (None, *DTYPES), "dtype", "float32 | bfloat16")
+        require(self.dtype in (None, "auto", *DTYPES), "dtype", "float32 | bfloat16 | auto")
 
     def for_model(self, iteration: int) -> GenerationConfig:
         """These settings with the thought budget model M_`iteration` samples with

@@ -33,8 +33,9 @@ from tpo.config import (
     RunConfig,
     VLLMConfig,
 )
+from tpo.console import log
 from tpo.generate import Generator, GeneratorSource
-from tpo.models import load_model, load_tokenizer
+from tpo.models import load_model, load_tokenizer, resolve_dtype
 from tpo.thoughts import arm_format
 
 
@@ -198,10 +199,14 @@ class Generators:
                 "generation.vllm.forcing: thinking_budget sets one pair of markers per engine; "
                 "these thinking arms use different markers: use two_phase, or run them apart"
             )
+        dtype = resolve_dtype(g.dtype or config.model.dtype, config.model.device)
+        if g.dtype == "auto" and g.backend in ("hf", "native"):
+            why = "native bf16" if dtype == "bfloat16" else "no native bf16 (models.native_bf16)"
+            log(f"generation.dtype auto: {dtype} ({why} here)")
         return cls(
             LoadSettings(
                 backend=g.backend,
-                dtype=g.dtype or config.model.dtype,
+                dtype=dtype,
                 device=config.model.device,
                 trust_remote_code=config.model.trust_remote_code,
                 allow_pickle=config.model.allow_pickle,
