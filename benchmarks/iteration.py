@@ -22,7 +22,9 @@ the ratio is the speed of the engines, not of a smaller job:
     python benchmarks/iteration.py --shape old --repeats 1
 
 BENCH_ITER_SCALE scales the instructions and held-out prompts, BENCH_ITER_REPEATS the
-repeats (default 2), BENCH_ITER_SHAPE the shape. Run it on a quiet machine.
+repeats (default 2), BENCH_ITER_SHAPE the shape, BENCH_ITER_BEFORE_DTYPE the generation dtype
+of "before" (default bfloat16, the preset's then; float32 on a CPU without native bf16, where
+bf16 is emulated and ~4x slower). Run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -75,9 +77,13 @@ SHAPES = {
         "eval.resample_parse_failures=0",
     ],
 }
-# its engines; "now" keeps the shape and swaps the engines
+# the generation dtype of "before": the preset's bfloat16 then; on a CPU without native bf16
+# (`tpo.models.native_bf16`) that is emulated, and float32 is the fair baseline there
+BEFORE_DTYPE = os.environ.get("BENCH_ITER_BEFORE_DTYPE", "bfloat16")
+# its engines; "now" keeps the shape and swaps the engines (its dtype: the preset's, auto)
 BEFORE = [
     "generation.backend=hf",
+    f"generation.dtype={BEFORE_DTYPE}",
     "generation.batch_size=32",
     "eval.batch_size=48",
     "train.method=lora",

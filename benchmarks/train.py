@@ -313,10 +313,12 @@ def _versus_trl(run: Callable[[dict[str, Any]], dict], repeats: int) -> list[str
 
 
 def sft_side(pairs: list[Pair], path: str, lean: bool, batch: int) -> dict:
-    """One SFT warm-up (`train.warmup.sft_warmup`, one epoch, the embedded preset's learning
-    rate): TRL's `SFTTrainer` as it is (`lean` False, `train.shared_prompt: false`) or tpo's
-    `CompletionSFTTrainer`; its `train()` seconds (sft.json), trained tokens (the
-    `num_tokens` both log: prompt + completion, no padding) and losses (sft_log.jsonl)."""
+    """One SFT warm-up (`train.warmup.sft_warmup`, one epoch, full fine-tune, fp32, learning
+    rate 1e-5): TRL's `SFTTrainer` as it is (`lean` False, `train.shared_prompt: false`) or
+    tpo's `CompletionSFTTrainer`; its seconds as sft.json records them (`train()` and saving
+    the model: `train s`; loading and tokenizing are `setup s`), trained tokens (the
+    `num_tokens` both log: prompt + completion, no padding), losses (sft_log.jsonl) and the
+    memory peak of the whole call."""
     from tpo.train.warmup import sft_warmup
 
     cfg = TrainConfig(**{**BASE, "learning_rate": 1e-5, "batch_size": batch})  # type: ignore[arg-type]
@@ -341,7 +343,9 @@ def sft_side(pairs: list[Pair], path: str, lean: bool, batch: int) -> dict:
         ]
     steps = [entry for entry in logs if "loss" in entry]
     tokens = steps[-1]["num_tokens"]
+    seconds = max(seconds, 0.1)  # sft.json rounds to 0.1 s
     return {
+        "tokens": tokens,
         "tokens_per_s": tokens / seconds,
         "tokens_per_cpu_s": tokens / seconds,  # not measured apart: sft.json has wall seconds
         "seconds": seconds,

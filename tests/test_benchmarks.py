@@ -90,8 +90,6 @@ def test_sft_bench_sides_count_the_same_tokens_and_losses(tiny_path):
 
     built = tpo_pairs(4, tiny_path)
     trl_side, tpo_side = (sft_side(built, tiny_path, lean, batch=2) for lean in (False, True))
-    assert tpo_side["tokens_per_s"] * tpo_side["seconds"] == pytest.approx(
-        trl_side["tokens_per_s"] * trl_side["seconds"]
-    )
+    assert tpo_side["tokens"] == trl_side["tokens"] > 0
     assert len(tpo_side["losses"]) == 2
     assert tpo_side["losses"] == pytest.approx(trl_side["losses"], abs=1e-5)

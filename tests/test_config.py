@@ -163,7 +163,9 @@ def test_paper_preset_is_the_papers_setup():
     assert t.bf16 and t.gradient_checkpointing and t.num_processes == 8 and t.epochs == 10
 
 
-def test_generation_dtype_auto_is_bf16_only_where_the_cpu_computes_it(tmp_path, capsys):
+def test_generation_dtype_auto_is_bf16_only_where_the_cpu_computes_it(
+    tmp_path, capsys, monkeypatch
+):
     """`generation.dtype: auto` (the embedded preset's) is bfloat16 on a CPU whose flags name
     avx512_bf16 or amx_bf16, float32 on one without (bf16 is emulated there) or when the flags
     cannot be read; the pool a run loads its policy with gets the resolved dtype and says it."""
@@ -184,5 +186,20 @@ def test_generation_dtype_auto_is_bf16_only_where_the_cpu_computes_it(tmp_path, 
     assert config.generation.dtype == "auto"
     assert Generators.for_run(config).settings.dtype == here
     assert f"generation.dtype auto: {here}" in capsys.readouterr().err
+    # a GPU counts only with bf16 units: torch's emulated bf16 (pre-Ampere) does not
+    import torch
+
+    seen: list[bool] = []
+
+    def units(including_emulation: bool = True) -> bool:
+        seen.append(including_emulation)
+        return including_emulation  # what an emulating GPU (a T4) answers
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", units)
+    assert native_bf16("cuda") is False and seen == [False]
+    assert resolve_dtype("auto", "cuda") == "float32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert resolve_dtype("auto", "auto") == "bfloat16"  # device auto: the GPU
     with pytest.raises(ConfigError, match=r"generation\.dtype: .*float32 \| bfloat16 \| auto"):
         load_config(preset="tiny", overrides=["generation.dtype=bf16"])

@@ -155,13 +155,19 @@ def test_sft_warmup_learns_the_chosen_output_and_is_adopted_on_resume(
         sft_warmup(built, tiny_path, pairs_sha256="abc", **kwargs)
 
 
-@pytest.mark.parametrize("rows_apart", [True, False], ids=["rows apart", "padded batch"])
-def test_lean_sft_warmup_has_trl_sft_trainers_losses(tmp_path, tiny_path, monkeypatch, rows_apart):
+@pytest.mark.parametrize(
+    ("rows_apart", "method"),
+    [(True, "full"), (False, "full"), (True, "lora")],
+    ids=["rows apart", "padded batch", "lora"],
+)
+def test_lean_sft_warmup_has_trl_sft_trainers_losses(
+    tmp_path, tiny_path, monkeypatch, rows_apart, method
+):
     """The warm-up's lean trainer (`train.shared_prompt`: the completion's logits only, rows
     one at a time on the CPU or one padded product) logs the losses of TRL's own SFTTrainer
     (`train.shared_prompt: false`) on pairs of different lengths, over four steps of batch 2
     with gradient accumulation 2 (TRL's loss over the accumulated batches' tokens), and
-    trains the same weights."""
+    trains the same weights (full fine-tune, or LoRA merged on save as the preset trains)."""
     from safetensors.torch import load_file
 
     from tpo.train.trainer import CompletionSFTTrainer
@@ -183,6 +189,7 @@ def test_lean_sft_warmup_has_trl_sft_trainers_losses(tmp_path, tiny_path, monkey
         gradient_accumulation_steps=2,
         max_length=128,
         sft_warmup_epochs=2,
+        method=method,
     )
     losses, weights = {}, {}
     for lean in (True, False):

@@ -132,14 +132,16 @@ def pick_device(device: str) -> str:
 
 
 def native_bf16(device: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether `device` (cpu | cuda) computes bf16 products natively: a CUDA GPU that supports
-    bf16, or a CPU whose flags (Linux's /proc/cpuinfo) name avx512_bf16 or amx_bf16. Other
-    CPUs emulate bf16: generation ran 4.2x slower in bf16 than in float32 on an AVX2-only
-    EPYC here, while one with avx512_bf16 ran it 1.3-2x faster (README, Speed)."""
+    """Whether `device` (cpu | cuda) computes bf16 products natively: a CUDA GPU with bf16
+    units (Ampere on; not emulated), or a CPU whose flags (Linux's /proc/cpuinfo) name
+    avx512_bf16 or amx_bf16; other systems' CPUs count as without. CPUs without emulate bf16:
+    generation ran 4.2x slower in bf16 than in float32 on an AVX2-only EPYC here, while one
+    with avx512_bf16 ran it faster than float32 (README, Speed)."""
     import torch
 
     if device == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        available = torch.cuda.is_available()
+        return bool(available and torch.cuda.is_bf16_supported(including_emulation=False))
     try:
         flags = cpuinfo.read_text()
     except OSError:

@@ -152,7 +152,9 @@ class TrainConfig:
         True,
         "Each pair as one row (prompt, chosen, rejected; the rejected tokens blind to the "
         "chosen ones): the prompt is computed once, not twice, and only the completions reach "
-        "the LM head; the same loss (needs sdpa or eager attention). false = TRL's layout.",
+        "the LM head; the same loss (needs sdpa or eager attention). The SFT warm-up likewise "
+        "takes only the completion's logits, rows one at a time on the CPU (the same loss). "
+        "false = TRL's layout and TRL's trainers as they are.",
     )
     warmup_ratio: float = opt(0.0, "Linear warm-up share of the steps.")
     launcher: str = opt(

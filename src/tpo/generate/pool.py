@@ -199,8 +199,9 @@ class Generators:
                 "generation.vllm.forcing: thinking_budget sets one pair of markers per engine; "
                 "these thinking arms use different markers: use two_phase, or run them apart"
             )
-        dtype = resolve_dtype(g.dtype or config.model.dtype, config.model.device)
-        if g.dtype == "auto" and g.backend in ("hf", "native"):
+        dtype = g.dtype or config.model.dtype  # auto: vLLM picks its own (openai: unused)
+        if dtype == "auto" and g.backend in ("hf", "native"):
+            dtype = resolve_dtype(dtype, config.model.device)
             why = "native bf16" if dtype == "bfloat16" else "no native bf16 (models.native_bf16)"
             log(f"generation.dtype auto: {dtype} ({why} here)")
         return cls(

@@ -13,10 +13,11 @@ TRL's `loss_weights`. The logged metrics keep TRL's names (`rewards/accuracies`,
 and token-accuracy metrics are left out, since each costs a pass over the vocabulary.
 The reference log-probs must be precomputed (tpo always does; see DESIGN.md).
 
-`CompletionSFTTrainer` is TRL's `SFTTrainer` on prompt-completion rows whose loss is the
-completion-only NLL TRL computes, from a forward that asks for the completion's logits only
-(`logits_to_keep`) and, on the CPU, takes each row alone without its padding; TRL's entropy and
-token-accuracy metrics are left out (each a pass over the vocabulary at every position).
+`CompletionSFTTrainer` is TRL's `SFTTrainer` on prompt-completion rows whose loss on the CPU
+is the completion-only NLL TRL computes, from a forward that asks for the completion's logits
+only (`logits_to_keep`) and takes each row alone without its padding; TRL's entropy and
+token-accuracy metrics are left out there (on CPUs TRL's head computes them, and the log-probs,
+at every position). On a GPU it is TRL's trainer as it is.
 """
 
 from __future__ import annotations
@@ -134,13 +135,31 @@ class SharedPromptDPOTrainer(DPOTrainer):
 
 
 class CompletionSFTTrainer(SFTTrainer):
-    """`SFTTrainer` with `completion_only_loss`, whose loss is TRL's (the sum of the completion
-    tokens' NLL over the batch's completion tokens, or over `num_items_in_batch` with gradient
-    accumulation) from a lean forward: each row's logits from its first completion token on
-    only, and on the CPU one row at a time without its right padding. The same loss, to float
-    rounding (tests/test_train.py); elsewhere the batch stays one padded product."""
+    """`SFTTrainer` with `completion_only_loss`, whose loss on the CPU is TRL's (the summed NLL
+    of the completion tokens over the batch's completion tokens, or over `num_items_in_batch`
+    when the trainer passes it) from a lean forward: each row's logits from its first
+    completion token on only, one row at a time without its right padding. The same loss,
+    to float rounding (tests/test_train.py). Elsewhere, and for what the lean forward does
+    not do (TRL's other loss types, label smoothing, a `compute_loss_func`, a MoE router
+    loss, padding-free or sequence-parallel batches), it is TRL's own `compute_loss`: on a
+    GPU TRL's fused head already scores the labelled positions only, in chunks."""
 
-    rows_one_at_a_time_on_cpu = True
+    rows_one_at_a_time_on_cpu = True  # False: one padded product (the bench's and a test's)
+
+    def _lean(self, inputs: dict[str, Any]) -> bool:
+        parallel = getattr(self.accelerator, "parallelism_config", None)
+        args: Any = self.args
+        return (
+            inputs["input_ids"].device.type == "cpu"
+            and "attention_mask" in inputs
+            and args.loss_type == "nll"
+            and self.label_smoother is None
+            and self.compute_loss_func is None
+            and not self.aux_loss_enabled
+            and not self.padding_free
+            and not (parallel is not None and getattr(parallel, "sp_enabled", False))
+            and bool((inputs["labels"][:, 1:] != -100).any())
+        )
 
     def compute_loss(
         self,
@@ -149,33 +168,30 @@ class CompletionSFTTrainer(SFTTrainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
-        if return_outputs:
-            raise NotImplementedError("the lean SFT forward returns no logits")
+        if return_outputs or not self._lean(inputs):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         ids, labels = inputs["input_ids"], inputs["labels"]
         lengths = inputs["attention_mask"].sum(dim=1).tolist()
         targets = labels[:, 1:]  # column j predicts token j + 1
-        trained = targets != -100
-        if ids.device.type == "cpu" and self.rows_one_at_a_time_on_cpu:
+        if self.rows_one_at_a_time_on_cpu:
             parts = [
                 (ids[i : i + 1, : int(n)], targets[i : i + 1, : int(n) - 1])
                 for i, n in enumerate(lengths)
             ]
         else:
             parts = [(ids, targets)]
-        total = ids.new_zeros((), dtype=torch.float32)
-        for part_ids, part_targets in parts:
-            total = total + _completion_nll(model, part_ids, part_targets)
-        count = trained.sum() if num_items_in_batch is None else num_items_in_batch
+        total: Any = sum(_completion_nll(model, part, target) for part, target in parts)
+        count = (targets != -100).sum() if num_items_in_batch is None else num_items_in_batch
         loss = total / torch.as_tensor(count).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-            loss = loss * self.accelerator.num_processes
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         if faults.armed("loss:inf"):
             loss = loss * float("inf")
         policy: Any = self.model
         mode = "train" if policy.training else "eval"
         if mode == "train":
             tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum())
-            self._total_train_tokens += int(tokens.sum().item())
+            self._total_train_tokens += int(tokens.sum().item()) // self.get_tp_size()
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         return loss
 
@@ -186,9 +202,7 @@ def _completion_nll(model: Any, ids: torch.Tensor, targets: torch.Tensor) -> tor
     nothing), logits from the first trained column on. The log-softmax is in float32."""
     trained = targets != -100
     columns = trained.any(dim=0).nonzero()
-    if len(columns) == 0:
-        return ids.new_zeros((), dtype=torch.float32)
-    first = int(columns[0])
+    first = int(columns[0]) if len(columns) else targets.shape[1] - 1  # none: a zero, with a graph
     inputs = ids[:, :-1]
     keep = inputs.shape[1] - first
     logits = model(input_ids=inputs, logits_to_keep=keep, use_cache=False).logits.float()
