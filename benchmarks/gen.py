@@ -653,14 +653,15 @@ def bench_serve(models: Models, clients: int = 16, tokens: int = 64) -> str:
 
 def bench_profile(models: Models, shape: Shape = Shape(8, 96, instructions=8)) -> str:
     """Where the native backend's time goes in a TPO generate stage's shape (8 x K=8,
-    96-token thought, forced response, bf16): torch's profiler, operators by own CPU time,
-    grouped (linear layers, attention products, softmax, sampling, the rest), and the wall
-    time spent outside any operator (Python, scheduling). The profiler's own time of an
-    operator is its wall time in the calling thread (its intra-op threads run inside it)."""
+    96-token thought, forced response, in the dtype `auto` gives here): torch's profiler,
+    operators by own CPU time, grouped (linear layers, attention products, softmax, sampling,
+    the rest), and the wall time spent outside any operator (Python, scheduling). The
+    profiler's own time of an operator is its wall time in the calling thread (its intra-op
+    threads run inside it)."""
     from torch.profiler import ProfilerActivity, profile
 
     prompts = models.prompts(shape)
-    side = native_side(models, "bfloat16")
+    side = native_side(models, AUTO)
     side(prompts[:8], shape, 99)  # warm-up: rope tables, allocator
     threads = torch.get_num_threads()
     started = time.perf_counter()
@@ -671,7 +672,12 @@ def bench_profile(models: Models, shape: Shape = Shape(8, 96, instructions=8)) -
         tokens = side(prompts, shape, 0)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     groups = {
-        "linear layers (aten::mm/addmm/linear)": ("aten::mm", "aten::addmm", "aten::linear"),
+        "linear layers (aten::mm/addmm/linear, oneDNN's packed linear)": (
+            "aten::mm",
+            "aten::addmm",
+            "aten::linear",
+            "mkldnn::_linear_pointwise",
+        ),
         "attention products, decode and prefill (aten::bmm)": (
             "aten::bmm",
             "aten::_scaled_dot_product_flash_attention_for_cpu",
@@ -691,7 +697,7 @@ def bench_profile(models: Models, shape: Shape = Shape(8, 96, instructions=8)) -
         self_us[name or list(groups)[-1]] += event.self_cpu_time_total
     total_ops = sum(self_us.values()) / 1e6  # seconds, wall, in the calling thread
     lines = [
-        f"#### Where the time goes: native bf16, {shape} ({len(prompts)} outputs)",
+        f"#### Where the time goes: {TARGET_SIDE}, {shape} ({len(prompts)} outputs)",
         "",
         f"{tokens} real tokens in {wall:.1f} s wall under the profiler "
         f"({tokens / wall:.1f} tokens/s), {cpu:.1f} CPU-s on {threads} threads; inside "
