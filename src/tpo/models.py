@@ -131,7 +131,20 @@ def pick_device(device: str) -> str:
     return device
 
 
-def native_bf16(device: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_has(flags: tuple[str, ...], cpuinfo: Path = CPUINFO) -> bool:
+    """Whether this CPU's flags (Linux's /proc/cpuinfo) name any of `flags`; False where
+    they cannot be read (other systems)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(" + "|".join(map(re.escape, flags)) + r")\b", text))
+
+
+def native_bf16(device: str, cpuinfo: Path = CPUINFO) -> bool:
     """Whether `device` (cpu | cuda) computes bf16 products natively: a CUDA GPU with bf16
     units (Ampere on; not emulated), or a CPU whose flags (Linux's /proc/cpuinfo) name
     avx512_bf16 or amx_bf16; other systems' CPUs count as without. CPUs without emulate bf16:
@@ -142,11 +155,7 @@ def native_bf16(device: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     if device == "cuda":
         available = torch.cuda.is_available()
         return bool(available and torch.cuda.is_bf16_supported(including_emulation=False))
-    try:
-        flags = cpuinfo.read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+    return cpu_has(("avx512_bf16", "amx_bf16"), cpuinfo)
 
 
 def resolve_dtype(dtype: str, device: str) -> str:
