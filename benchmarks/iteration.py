@@ -23,8 +23,9 @@ the ratio is the speed of the engines, not of a smaller job:
 
 BENCH_ITER_SCALE scales the instructions and held-out prompts, BENCH_ITER_REPEATS the
 repeats (default 2), BENCH_ITER_SHAPE the shape, BENCH_ITER_BEFORE_DTYPE the generation dtype
-of "before" (default bfloat16, the preset's then; float32 on a CPU without native bf16, where
-bf16 is emulated and ~4x slower). Run it on a quiet machine.
+of "before" (default bfloat16, the preset's then; set it to float32 by hand on a CPU without
+native bf16, where bf16 is emulated and ~4x slower, and "before" would measure the emulation).
+Run it on a quiet machine.
 """
 
 from __future__ import annotations

@@ -292,3 +292,25 @@ def test_int8_weights_stay_close_to_float32(tiny):
         logits[int8] = m.prefill(cache, [0], [0], tokens)
     gap = (logits[True] - logits[False]).abs().max() / logits[False].abs().max()
     assert 0 < gap < 0.05
+
+
+def test_int8_inputs_take_7_bits_where_fbgemm_would_saturate(tmp_path, monkeypatch):
+    """On x86 without avx512_vnni (AVX-VNNI alone included: fbgemm has no kernel for it) the
+    int8 linears quantize their inputs to 7 bits; with avx512_vnni, or off x86, 8 bits. And on
+    this machine, whichever it is, a worst case (all-ones inputs and weights, where 8-bit
+    pair sums overflow int16 without VNNI) gives the exact product."""
+    import platform
+
+    from tpo.generate.llama import Linear, int8_needs_reduce_range
+
+    flags = "flags\t\t: fpu sse2 avx avx2 fma {}\n"
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    for extra, needed in {"": True, "avx_vnni": True, "avx512f avx512_vnni": False}.items():
+        (tmp_path / "cpuinfo").write_text(flags.format(extra))
+        assert int8_needs_reduce_range(tmp_path / "cpuinfo") is needed, extra
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    (tmp_path / "cpuinfo").write_text("Features\t: fp asimd\n")
+    assert int8_needs_reduce_range(tmp_path / "cpuinfo") is False
+    monkeypatch.undo()
+    out = Linear(torch.ones(4, 64), torch.float32, int8=True)(torch.ones(1, 64))
+    torch.testing.assert_close(out, torch.full((1, 4), 64.0), rtol=0.02, atol=0)

@@ -25,14 +25,16 @@ compares the logits with transformers' forward on the tiny and the embedded mode
 from __future__ import annotations
 
 import functools
+import platform
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from tpo.models import ModelLoadError, cpu_has
+from tpo.models import CPUINFO, ModelLoadError, cpu_has
 
 STATIC_ROPE = ("default", "linear", "llama3")
 
@@ -69,16 +71,20 @@ def mkldnn_linear(dtype: torch.dtype) -> bool:
 
 
 PACK_HINT = 256  # rows oneDNN lays the packed weights out for; every row count still works
-# int8 dot products without overflow: without these fbgemm sums pairs of u8 x s8 products in
-# int16, which saturates, so the inputs are quantized to 7 bits there (`reduce_range`, as
-# torch's own dynamic quantization does): on an AVX2-only EPYC the tiny model's int8 logits
-# were 35% of the largest logit off with 8-bit inputs and 2.4% with 7-bit ones
-VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
-@functools.cache
-def _reduce_range() -> bool:
-    return not cpu_has(VNNI)
+def int8_needs_reduce_range(cpuinfo: Path = CPUINFO) -> bool:
+    """Whether int8 linears must quantize their inputs to 7 bits (`reduce_range`, as torch's
+    own dynamic quantization always does): on an x86 CPU without avx512_vnni, fbgemm sums
+    pairs of u8 x s8 products in int16, which saturates (AVX-VNNI alone does not help: fbgemm
+    has no kernel for it). On an AVX2-only EPYC the tiny model's int8 logits were 35% of the
+    largest logit off with 8-bit inputs and 2.4% with 7-bit ones. Other CPUs (ARM: qnnpack)
+    keep 8 bits."""
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+    return x86 and not cpu_has(("avx512_vnni",), cpuinfo)
+
+
+_reduce_range = functools.cache(int8_needs_reduce_range)
 
 
 class Linear:
@@ -109,7 +115,7 @@ class Linear:
                 q = torch.quantize_per_channel(w, scales, zeros, 0, torch.qint8)
             self.packed = torch.ops.quantized.linear_prepack(q, None)
             self.weight = torch.empty(0)
-            self.reduce_range = _reduce_range()
+            self.reduce_range = _reduce_range(CPUINFO)
         elif pack and mkldnn_linear(dtype):
             self.onednn = torch.ops.mkldnn._reorder_linear_weight(self.weight, PACK_HINT)
             self.weight = torch.empty(0)

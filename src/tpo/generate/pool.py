@@ -202,8 +202,8 @@ class Generators:
         dtype = g.dtype or config.model.dtype  # auto: vLLM picks its own (openai: unused)
         if dtype == "auto" and g.backend in ("hf", "native"):
             dtype = resolve_dtype(dtype, config.model.device)
-            why = "native bf16" if dtype == "bfloat16" else "no native bf16 (models.native_bf16)"
-            log(f"generation.dtype auto: {dtype} ({why} here)")
+            why = "has" if dtype == "bfloat16" else "has no"
+            log(f"generation.dtype auto: {dtype} (this device {why} native bf16)")
         return cls(
             LoadSettings(
                 backend=g.backend,
