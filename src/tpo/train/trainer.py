@@ -171,9 +171,9 @@ class CompletionSFTTrainer(SFTTrainer):
         if return_outputs or not self._lean(inputs):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         ids, labels = inputs["input_ids"], inputs["labels"]
-        lengths = inputs["attention_mask"].sum(dim=1).tolist()
         targets = labels[:, 1:]  # column j predicts token j + 1
         if self.rows_one_at_a_time_on_cpu:
+            lengths = inputs["attention_mask"].sum(dim=1).tolist()  # right padding cut off
             parts = [
                 (ids[i : i + 1, : int(n)], targets[i : i + 1, : int(n) - 1])
                 for i, n in enumerate(lengths)
