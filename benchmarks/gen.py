@@ -44,7 +44,10 @@ from tpo.thoughts import build_prompt, thought_format
 FMT = thought_format("tpo", PromptConfig())
 # the dtype `generation.dtype: auto` (the embedded preset's) gives on this CPU: the target side
 AUTO = resolve_dtype("auto", "cpu")
-TARGET_SIDE = f"native, {'bf16' if AUTO == 'bfloat16' else 'fp32'}"
+AUTO_NAME = "bf16" if AUTO == "bfloat16" else "fp32"
+TARGET_SIDE = f"native, {AUTO_NAME}"
+# the native side of the lever tables: the preset's dtype (emulated bf16 would only be slow)
+NATIVE = f"native {AUTO_NAME}"
 INSTRUCTIONS = int(os.environ.get("BENCH_INSTRUCTIONS", "4"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 RESPONSE = int(os.environ.get("BENCH_RESPONSE", "64"))
@@ -112,7 +115,7 @@ def _forced(generator: Any, prompts: list[str], shape: Shape, seed: int) -> int:
 
 def native_side(
     models: Models,
-    dtype: str = "bfloat16",
+    dtype: str = AUTO,
     generator: type[NativeGenerator] = NativeGenerator,
     **settings: Any,
 ) -> Side:
@@ -254,15 +257,15 @@ def bench_gen(models: Models) -> str:
 def bench_levers(models: Models) -> str:
     base = Shape(4, 48)
     out = []
-    native = {"native bf16": native_side(models, "bfloat16")}
+    native = {NATIVE: native_side(models)}
     for title, shapes in [
         ("Lever: K", [Shape(k, 48) for k in (2, 4, 8)]),
         ("Lever: instructions", [Shape(4, 48, instructions=n) for n in (2, 4, 8)]),
         ("Lever: max new tokens (thought)", [Shape(4, t) for t in (24, 48, 200)]),
     ]:
-        measured = [measure(models, native, shape)["native bf16"] for shape in shapes]
+        measured = [measure(models, native, shape)[NATIVE] for shape in shapes]
         rows: list[Row] = [  # ratios to the first, smallest case
-            (str(shape), "native bf16", r, None if i == 0 else measured[0])
+            (str(shape), NATIVE, r, None if i == 0 else measured[0])
             for i, (shape, r) in enumerate(zip(shapes, measured, strict=True))
         ]
         out.append(table(title, rows))
@@ -270,11 +273,11 @@ def bench_levers(models: Models) -> str:
         "native bf16": native_side(models, "bfloat16"),
         "native fp32": native_side(models, "float32"),
         "native int8 dynamic": native_side(models, "float32", int8=True),
-        "native bf16, no shared prefill": native_side(models, "bfloat16", prefix_cache_tokens=0),
-        "native bf16, max_batch 32": native_side(models, "bfloat16", max_batch=32),
+        f"{NATIVE}, no shared prefill": native_side(models, prefix_cache_tokens=0),
+        f"{NATIVE}, max_batch 32": native_side(models, max_batch=32),
     }
     out.append(
-        compare(models, "Lever: precision, prefix sharing, batch", [base], sides, "native bf16")
+        compare(models, "Lever: precision, prefix sharing, batch", [base], sides, NATIVE)
     )
     return "\n".join(out)
 
@@ -424,10 +427,10 @@ def bench_batching(models: Models) -> str:
         plain: plain_side(models),
         "plain generate, fp32, batch 32, static cache": static_cache_side(models),
         "transformers generate_batch (continuous batching), fp32": generate_batch_side(models),
-        "native bf16, finished rows kept (continuous batching off)": native_side(
+        f"{NATIVE}, finished rows kept (continuous batching off)": native_side(
             models, generator=StaticNative
         ),
-        "native bf16": native_side(models, "bfloat16"),
+        NATIVE: native_side(models),
     }
     out.append(
         compare(
@@ -440,8 +443,8 @@ def bench_batching(models: Models) -> str:
         )
     )
     sides = {
-        "native bf16": native_side(models, "bfloat16"),
-        "native bf16, finished rows kept (continuous batching off)": native_side(
+        NATIVE: native_side(models),
+        f"{NATIVE}, finished rows kept (continuous batching off)": native_side(
             models, generator=StaticNative
         ),
     }
@@ -451,7 +454,7 @@ def bench_batching(models: Models) -> str:
             "Lever: continuous batching, long thoughts",
             [Shape(8, 200)],
             sides,
-            "native bf16",
+            NATIVE,
             repeats=REPEATS,
         )
     )
@@ -471,21 +474,21 @@ def bench_batching(models: Models) -> str:
             repeats=few,
         )
     )
-    caps = {f"native bf16, max_batch {n}": native_side(models, max_batch=n) for n in (32, 64)}
-    sides = {**caps, "native bf16, max_batch 256 (default)": native_side(models)}
+    caps = {f"{NATIVE}, max_batch {n}": native_side(models, max_batch=n) for n in (32, 64)}
+    sides = {**caps, f"{NATIVE}, max_batch 256 (default)": native_side(models)}
     out.append(
         compare(
             models,
             "Lever: batch cap, 128 rows",
             [Shape(8, 48, instructions=16)],
             sides,
-            "native bf16, max_batch 32",
+            f"{NATIVE}, max_batch 32",
             repeats=REPEATS,
         )
     )
     sides = {
-        "native bf16, 1 thread": threads_side(native_side(models), 1),
-        f"native bf16, {torch.get_num_threads()} threads": native_side(models),
+        f"{NATIVE}, 1 thread": threads_side(native_side(models), 1),
+        f"{NATIVE}, {torch.get_num_threads()} threads": native_side(models),
     }
     out.append(
         compare(
@@ -493,7 +496,7 @@ def bench_batching(models: Models) -> str:
             "Lever: threads",
             [Shape(4, 48)],
             sides,
-            "native bf16, 1 thread",
+            f"{NATIVE}, 1 thread",
             repeats=REPEATS,
         )
     )
@@ -607,7 +610,8 @@ def bench_llamacpp(models: Models) -> str:
 def bench_serve(models: Models, clients: int = 16, tokens: int = 64) -> str:
     """`tpo serve`'s engine: `clients` requests at once against the same requests one at a
     time, total real tokens/s: hf float32 (the default before `--backend auto`, one request at
-    a time), native float32 (the default now, `tpo serve`'s `--dtype float32`) and bf16."""
+    a time), native float32 (the default now, `tpo serve`'s `--dtype float32`) and, where this CPU has
+    native bf16, bf16."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tpo.generate.hf import HFStreamer
@@ -618,8 +622,7 @@ def bench_serve(models: Models, clients: int = 16, tokens: int = 64) -> str:
     tok = models.tok
     hf = Engine(HFStreamer(models.hf, tok), tok, FMT, thought_budget=32)
     native32 = Engine(NativeStreamer(models.native("float32"), tok, NativeConfig()), tok, FMT)
-    native = Engine(NativeStreamer(models.native("bfloat16"), tok, NativeConfig()), tok, FMT)
-    native.budget = native32.budget = hf.budget
+    native32.budget = hf.budget
     params = SamplingParams(0.8, 0.95, tokens)
 
     def serve(engine: Engine, workers: int) -> Side:
@@ -637,9 +640,12 @@ def bench_serve(models: Models, clients: int = 16, tokens: int = 64) -> str:
         "hf fp32, one at a time": serve(hf, 1),
         "native fp32, one at a time": serve(native32, 1),
         f"native fp32, {clients} concurrent": serve(native32, clients),
-        "native bf16, one at a time": serve(native, 1),
-        f"native bf16, {clients} concurrent": serve(native, clients),
     }
+    if AUTO == "bfloat16":  # bf16 rows only where this CPU computes it (else emulated, slow)
+        native = Engine(NativeStreamer(models.native(AUTO), tok, NativeConfig()), tok, FMT)
+        native.budget = hf.budget
+        sides[f"{NATIVE}, one at a time"] = serve(native, 1)
+        sides[f"{NATIVE}, {clients} concurrent"] = serve(native, clients)
     return compare(
         models,
         f"Serving: {clients} clients, {tokens} tokens each (thought budget 32)",
