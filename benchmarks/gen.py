@@ -276,9 +276,7 @@ def bench_levers(models: Models) -> str:
         f"{NATIVE}, no shared prefill": native_side(models, prefix_cache_tokens=0),
         f"{NATIVE}, max_batch 32": native_side(models, max_batch=32),
     }
-    out.append(
-        compare(models, "Lever: precision, prefix sharing, batch", [base], sides, NATIVE)
-    )
+    out.append(compare(models, "Lever: precision, prefix sharing, batch", [base], sides, NATIVE))
     return "\n".join(out)
 
 
@@ -610,8 +608,8 @@ def bench_llamacpp(models: Models) -> str:
 def bench_serve(models: Models, clients: int = 16, tokens: int = 64) -> str:
     """`tpo serve`'s engine: `clients` requests at once against the same requests one at a
     time, total real tokens/s: hf float32 (the default before `--backend auto`, one request at
-    a time), native float32 (the default now, `tpo serve`'s `--dtype float32`) and, where this CPU has
-    native bf16, bf16."""
+    a time), native float32 (the default now, `tpo serve`'s `--dtype float32`) and, where
+    this CPU has native bf16, bf16."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tpo.generate.hf import HFStreamer

@@ -13,6 +13,8 @@ class NoModels:
     def generator(self, path: str, batch_size: int):
         raise AssertionError("no model should be needed here")
 
+    dtype = None  # the engine picks its own (GeneratorSource.dtype)
+
     def release(self) -> None:
         pass
 
@@ -42,6 +44,8 @@ class FakeModels:
     def generator(self, path: str, batch_size: int):
         self.paths.append(path)
         return self.gen, FakeTokenizer()
+
+    dtype = None  # the engine picks its own (GeneratorSource.dtype)
 
     def release(self) -> None:
         pass
@@ -73,6 +77,8 @@ class ScriptedModels:
             self.calls.append((self.loaded, prompt, params, seed))
             out.append(Completion(self.answer(self.loaded, prompt, params, seed), True, 4))
         return out
+
+    dtype = None  # the engine picks its own (GeneratorSource.dtype)
 
     def release(self) -> None:
         self.released += 1

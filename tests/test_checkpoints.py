@@ -205,3 +205,32 @@ def test_tpo_run_stopped_by_a_nan_or_infinite_loss_keeps_the_model_before_it(tmp
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert checkpoint_problem(iteration / "model") is None
     assert not list(out.rglob("model.work"))
+
+
+LOAD = """
+import sys
+from transformers.utils.logging import tqdm
+{load}
+list(tqdm(range(3), desc="another transformers bar"))
+"""
+
+
+def test_loading_a_model_draws_no_loading_weights_bar_but_other_bars_stay(tiny_path):
+    """transformers draws "Loading weights" at every from_pretrained (a run loads models
+    many times); tpo's load_model hides that bar only. Control: transformers' own load, in
+    another process, draws it, so the check can fail."""
+
+    def stderr(load: str) -> str:
+        code = LOAD.format(load=load)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    ours = stderr(f"from tpo.models import load_model; load_model({tiny_path!r})")
+    plain = stderr(
+        "from transformers import AutoModelForCausalLM; "
+        f"AutoModelForCausalLM.from_pretrained({tiny_path!r})"
+    )
+    assert "Loading weights" in plain
+    assert "Loading weights" not in ours
+    assert "another transformers bar" in ours and "another transformers bar" in plain

@@ -46,6 +46,9 @@ def test_tiny_preset_end_to_end(tiny_run: Path):
             assert f"{arm}/iter_1/{stage}" in done
         assert done[f"{arm}/iter_1/pairs"]["pairs"] >= 1
         assert done[f"{arm}/iter_1/train"]["steps"] >= 1
+        # the dtype generation computed in (the tiny preset's model.dtype), with each stage
+        assert done[f"{arm}/iter_1/generate"]["dtype"] == "float32"
+        assert done[f"{arm}/iter_1/eval"]["dtype"] == "float32"
         assert (tiny_run / arm / "iter_1" / "model" / "model.safetensors").is_file()
         samples = (tiny_run / arm / "iter_1" / "samples.jsonl").read_text().splitlines()
         assert len(samples) == 8 * 4  # 8 instructions x K=4

@@ -185,6 +185,11 @@ def test_generation_dtype_auto_is_bf16_only_where_the_cpu_computes_it(
     config = load_config(preset="embedded")
     assert config.generation.dtype == "auto"
     assert Generators.for_run(config).settings.dtype == here
+    assert Generators.for_run(config).dtype == here  # what the manifest records
+    int8 = load_config(preset="embedded", overrides=["generation.native.int8=true"])
+    assert Generators.for_run(int8).dtype == "int8"
+    vllm = load_config(preset="embedded", overrides=["generation.backend=vllm"])
+    assert Generators.for_run(vllm).dtype is None  # vLLM resolves its own auto
     assert f"generation.dtype auto: {here}" in capsys.readouterr().err
     # a GPU counts only with bf16 units: torch's emulated bf16 (pre-Ampere) does not
     import torch

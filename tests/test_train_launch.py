@@ -200,6 +200,8 @@ class NoModels:
     def generator(self, path, batch_size):
         raise AssertionError("the train stage does not generate")
 
+    dtype = None  # the engine picks its own (GeneratorSource.dtype)
+
     def release(self) -> None:
         pass
 

@@ -280,6 +280,31 @@ def default_prefix(tokenizer: Any) -> str:
     return str(tokenizer.decode(with_special[:extra]))
 
 
+LOADING_BAR = "Loading weights"  # transformers' bar at every from_pretrained
+
+
+def hide_loading_bar() -> None:
+    """Hide transformers' "Loading weights" bar, which it draws at every `from_pretrained`: a
+    run loads models many times (generation, training, evaluation) and the bars crowd out
+    tpo's own. Other transformers bars (downloads from the hub) stay; an earlier tqdm hook is
+    kept. Installed once per process."""
+    from transformers.utils import logging as hf_logging
+
+    if getattr(hf_logging, "_tpo_hides_loading_bar", False):
+        return
+    if not hasattr(hf_logging, "set_tqdm_hook"):  # older transformers 5 releases: bars stay
+        return
+    previous = hf_logging.set_tqdm_hook(None)
+
+    def hook(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if kwargs.get("desc") == LOADING_BAR:
+            kwargs = {**kwargs, "disable": True}
+        return previous(factory, args, kwargs) if previous else factory(*args, **kwargs)
+
+    hf_logging.set_tqdm_hook(hook)
+    hf_logging._tpo_hides_loading_bar = True  # type: ignore[attr-defined]
+
+
 def load_model(
     name_or_path: str,
     dtype: str = "float32",
@@ -293,6 +318,7 @@ def load_model(
 
     path = resolve_model_path(name_or_path)
     check_checkpoint(path, allow_pickle=allow_pickle)
+    hide_loading_bar()
     try:
         model: Any = AutoModelForCausalLM.from_pretrained(
             path,

@@ -23,7 +23,7 @@ from tpo.eval.outputs import eval_responses, judged_outputs, responses_of
 from tpo.eval.winrate import make_comparer, pairwise_preferences, summarize
 from tpo.generate import GeneratorSource
 from tpo.generate.pool import release_for
-from tpo.generate.stage import SamplingPlan
+from tpo.generate.stage import SamplingPlan, engine_dtype
 from tpo.judge.stage import judge_heldout
 from tpo.records import Sample, Score
 from tpo.store import RunDir, read_json, read_jsonl, write_json
@@ -59,7 +59,8 @@ def evaluate(run: RunDir, models: GeneratorSource, *, arm: str, iteration: int) 
         metrics["resampling"] = resampling
     write_json(d / "eval.json", metrics)
     shown = ("mean_score", "pass_rate", "win_rate", "natural_parse_rate")
-    stage_done(run, "eval", arm, iteration, **{k: metrics[k] for k in shown})
+    summary = {k: metrics[k] for k in shown} | engine_dtype(models)
+    stage_done(run, "eval", arm, iteration, **summary)
     return metrics
 
 

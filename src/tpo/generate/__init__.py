@@ -81,6 +81,12 @@ class GeneratorSource(Protocol):
 
     def release(self) -> None: ...
 
+    @property
+    def dtype(self) -> str | None:
+        """What generation computes in (`generation.dtype`, auto resolved), None where the
+        engine picks it: the manifest records it with each generate and eval stage."""
+        ...
+
 
 def queued_deltas(
     tokens: queue.Queue[Any], decode: Callable[[list[int]], str], eos_id: int

@@ -221,6 +221,18 @@ class Generators:
         )
 
     @property
+    def dtype(self) -> str | None:
+        """What generation computes in, `auto` resolved by `for_run` (a run's samples depend on
+        it: README, the demo on two CPUs): int8 for native int8 weights; None where the engine
+        picks (vLLM's own auto, an OpenAI-compatible server)."""
+        s = self.settings
+        if s.backend == "openai":
+            return None
+        if s.backend == "native" and s.native.int8:
+            return "int8"
+        return None if s.dtype == "auto" else s.dtype
+
+    @property
     def loaded(self) -> str | None:
         """The path of the model in memory, ready to generate."""
         return self.backend.loaded

@@ -153,6 +153,12 @@ def sample_summary(samples: Sequence[Sample]) -> dict[str, Any]:
     }
 
 
+def engine_dtype(models: GeneratorSource) -> dict[str, str]:
+    """{"dtype": ...} of the engine that finished a stage, for its manifest entry; {} where
+    the engine picks its own."""
+    return {} if models.dtype is None else {"dtype": models.dtype}
+
+
 def generate_samples(run: RunDir, models: GeneratorSource, *, arm: str, iteration: int) -> None:
     """The generate stage of one arm and iteration: M_{t-1} samples the iteration's fresh
     instructions into ARM/iter_T/samples.jsonl."""
@@ -167,4 +173,5 @@ def generate_samples(run: RunDir, models: GeneratorSource, *, arm: str, iteratio
         generator=generator,
         tokenizer=tokenizer,
     )
-    stage_done(run, "generate", arm, iteration, **sample_summary(samples))
+    summary = sample_summary(samples) | engine_dtype(models)
+    stage_done(run, "generate", arm, iteration, **summary)

@@ -96,7 +96,13 @@ class RewardModelJudge:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         from transformers import PretrainedConfig as Config
 
-        from tpo.models import ModelLoadError, check_checkpoint, pick_device, resolve_model_path
+        from tpo.models import (
+            ModelLoadError,
+            check_checkpoint,
+            hide_loading_bar,
+            pick_device,
+            resolve_model_path,
+        )
 
         path = resolve_model_path(self.model_name)
         trust = self.trust_remote_code
@@ -120,6 +126,7 @@ class RewardModelJudge:
                 if device == "cuda"
                 else "float32"
             )
+            hide_loading_bar()
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 path,
                 dtype=getattr(torch, dtype),
