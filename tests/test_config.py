@@ -76,6 +76,11 @@ def test_overrides_are_typed_and_nested():
     assert cfg.arms == ["tpo"]
     assert cfg.generation.thought_budget is None
     assert parse_override("a.b.c=1") == {"a": {"b": {"c": 1}}}
+    # braces without a colon are text (a {model} template), with one a YAML mapping
+    templated = load_config(preset="tiny", overrides=["model.name_or_path={model}"])
+    assert templated.model.name_or_path == "{model}"
+    assert parse_override("a={b: 1}") == {"a": {"b": 1}}
+    assert parse_override("a={}") == {"a": {}}
     # YAML 1.1 reads 2e-4 as a string; float fields accept it
     assert (
         load_config(preset="tiny", overrides=["train.learning_rate=2e-4"]).train.learning_rate

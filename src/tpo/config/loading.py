@@ -229,6 +229,12 @@ def parse_override(item: str) -> dict[str, Any]:
 
     >>> parse_override("generation.thought_budget=null")
     {'generation': {'thought_budget': None}}
+
+    A value in braces without a colon is text, not YAML's flow mapping of null keys: a
+    `{model}` template stays the string it was written as.
+
+    >>> parse_override("generation.openai.base_url={model}")
+    {'generation': {'openai': {'base_url': '{model}'}}}
     """
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value")
@@ -240,6 +246,8 @@ def parse_override(item: str) -> dict[str, Any]:
         value = yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, dict) and value and ":" not in raw:  # no colon: every value is null
+        value = raw  # `{model}`: a template, never a mapping of null keys
     out: dict[str, Any] = {}
     node = out
     for part in parts[:-1]:
