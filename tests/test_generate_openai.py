@@ -385,7 +385,8 @@ def shape(run: Path) -> dict[str, Any]:
         name = str(path.relative_to(run))
         out[name] = fields if path.name == "pairs.jsonl" else (sorted(keys, key=str), fields)
     manifest = json.loads((run / "manifest.json").read_text())["done"]
-    out["manifest"] = {key: sorted(value) for key, value in manifest.items()}
+    # `dtype` is the local engine's (hf's float32); a server picks its own, so none is recorded
+    out["manifest"] = {key: sorted(set(value) - {"dtype"}) for key, value in manifest.items()}
     rows = json.loads((run / "results.json").read_text())
     out["results"] = [(r["arm"], r["iteration"], sorted(r)) for r in rows]
     return out

@@ -333,6 +333,8 @@ def test_tpo_vs_direct_drops_the_policy_before_a_local_eval_judge(
     events: list[str] = []
 
     class Policy:
+        dtype = None
+
         def generator(self, path: str, batch_size: int) -> Any:
             raise AssertionError("the comparison needs no generation")
 

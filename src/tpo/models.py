@@ -22,6 +22,7 @@ import json
 import os
 import re
 import struct
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,7 @@ def embedded_checkpoint() -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     gguf = embedded_gguf_path()
+    hide_loading_bar()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True)
@@ -281,28 +283,32 @@ def default_prefix(tokenizer: Any) -> str:
 
 
 LOADING_BAR = "Loading weights"  # transformers' bar at every from_pretrained
+_HOOK_LOCK = threading.Lock()
 
 
 def hide_loading_bar() -> None:
     """Hide transformers' "Loading weights" bar, which it draws at every `from_pretrained`: a
     run loads models many times (generation, training, evaluation) and the bars crowd out
     tpo's own. Other transformers bars (downloads from the hub) stay; an earlier tqdm hook is
-    kept. Installed once per process."""
+    kept. Installed once per process (under a lock: loads may run in threads)."""
     from transformers.utils import logging as hf_logging
 
-    if getattr(hf_logging, "_tpo_hides_loading_bar", False):
-        return
     if not hasattr(hf_logging, "set_tqdm_hook"):  # older transformers 5 releases: bars stay
         return
-    previous = hf_logging.set_tqdm_hook(None)
+    with _HOOK_LOCK:
+        if getattr(hf_logging, "_tpo_hides_loading_bar", False):
+            return
+        previous: list[Any] = []  # the hook this one replaced, set below
 
-    def hook(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if kwargs.get("desc") == LOADING_BAR:
-            kwargs = {**kwargs, "disable": True}
-        return previous(factory, args, kwargs) if previous else factory(*args, **kwargs)
+        def hook(factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            if kwargs.get("desc") == LOADING_BAR:
+                kwargs = {**kwargs, "disable": True}
+            if previous and previous[0] is not None:
+                return previous[0](factory, args, kwargs)
+            return factory(*args, **kwargs)
 
-    hf_logging.set_tqdm_hook(hook)
-    hf_logging._tpo_hides_loading_bar = True  # type: ignore[attr-defined]
+        previous.append(hf_logging.set_tqdm_hook(hook))
+        hf_logging._tpo_hides_loading_bar = True  # type: ignore[attr-defined]
 
 
 def load_model(

@@ -233,8 +233,8 @@ def parse_override(item: str) -> dict[str, Any]:
     A value in braces without a colon is text, not YAML's flow mapping of null keys: a
     `{model}` template stays the string it was written as.
 
-    >>> parse_override("generation.openai.base_url={model}")
-    {'generation': {'openai': {'base_url': '{model}'}}}
+    >>> parse_override("model.name_or_path={model}")
+    {'model': {'name_or_path': '{model}'}}
     """
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value")
