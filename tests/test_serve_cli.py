@@ -15,6 +15,7 @@ import yaml
 from procs import serve_process
 from tpo.cli import main
 from tpo.config import ConfigError, PromptConfig, load_config
+from tpo.models import resolve_dtype
 from tpo.serve.engine import resolve_settings
 from tpo.thoughts import DIRECT, thought_format
 
@@ -27,6 +28,8 @@ def test_serve_process_answers_with_its_key_and_stops_on_ctrl_c(tmp_path):
         assert "generic" in line and "thought budget 3" in line
         # the default for a Llama-family model: native on the CPU, hf on a GPU
         assert ("hf" if torch.cuda.is_available() else "native") + " backend" in line
+        # --dtype auto (the default) as generation.dtype: bf16 only where it is native
+        assert f"backend, {resolve_dtype('auto', 'auto')}, thought format" in line
         # bound to 127.0.0.1 itself, not every address: another loopback address (Linux
         # routes 127.0.0.0/8 to lo, where a 0.0.0.0 bind would answer) is refused
         port = int(url.rsplit(":", 1)[1].split("/")[0])

@@ -278,7 +278,13 @@ def _serving_args(p: argparse.ArgumentParser) -> None:
         "generation.thought_budget, else off)",
     )
     p.add_argument("--max-tokens", type=int, default=512, help="default new tokens per answer")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="auto (default): bfloat16 where the device computes it natively (a CPU with "
+        "avx512_bf16 or amx_bf16, a GPU with bf16 units), else float32, as generation.dtype",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument(
         "--backend",
@@ -298,6 +304,7 @@ def _serving_args(p: argparse.ArgumentParser) -> None:
 
 
 def _engine(args: argparse.Namespace) -> tuple[Any, str]:
+    from tpo.models import resolve_dtype
     from tpo.serve.engine import load_engine, pick_backend, resolve_settings
 
     settings = resolve_settings(
@@ -306,17 +313,18 @@ def _engine(args: argparse.Namespace) -> tuple[Any, str]:
     backend = args.backend
     if backend == "auto":
         backend = pick_backend(args.model, args.device, args.trust_remote_code)
+    dtype = resolve_dtype(args.dtype, args.device)
     engine = load_engine(
         args.model,
         settings,
-        args.dtype,
+        dtype,
         args.device,
         args.trust_remote_code,
         backend,
         allow_pickle=args.allow_pickle,
     )
     budget = f", thought budget {settings.thought_budget}" if settings.thought_budget else ""
-    return engine, f"{backend} backend, thought format from {settings.source}{budget}"
+    return engine, f"{backend} backend, {dtype}, thought format from {settings.source}{budget}"
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

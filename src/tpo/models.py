@@ -162,10 +162,15 @@ def native_bf16(device: str, cpuinfo: Path = CPUINFO) -> bool:
 
 def resolve_dtype(dtype: str, device: str) -> str:
     """`auto` -> bfloat16 where `device` (auto | cpu | cuda) computes it natively
-    (`native_bf16`), else float32; any other dtype as it is."""
+    (`native_bf16`), else float32; any other dtype as it is. It does not check `device`
+    (a missing GPU is float32 here): loading the model says what is wrong with it."""
     if dtype != "auto":
         return dtype
-    return "bfloat16" if native_bf16(pick_device(device)) else "float32"
+    return (
+        "bfloat16"
+        if native_bf16(pick_device("auto") if device == "auto" else device)
+        else "float32"
+    )
 
 
 def first_line(exc: BaseException) -> str:
