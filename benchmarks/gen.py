@@ -27,17 +27,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from unittest import mock
 
 import torch
 
 from tpo.config import NativeConfig, PromptConfig
 from tpo.data import builtin_split
 from tpo.generate import SamplingParams
+from tpo.generate import batcher as batcher_module
 from tpo.generate.batcher import Batcher, Request
 from tpo.generate.forcing import Budget, generate_forced
 from tpo.generate.hf import HFGenerator
 from tpo.generate.llama import LlamaModel
 from tpo.generate.native import NativeGenerator
+from tpo.generate.sampling import candidate_probs, uniform
 from tpo.models import load_model, load_tokenizer, resolve_dtype, resolve_model_path
 from tpo.thoughts import build_prompt, thought_format
 
@@ -298,6 +301,62 @@ def bench_packing(models: Models) -> str:
         title = f"Lever: oneDNN-packed weights, {name}"
         out.append(compare(models, title, [base, Shape(8, 48)], packing, plain))
     return "\n".join(out)
+
+
+def whole_vocab_sample(
+    logits: torch.Tensor,
+    temperature: list[float],
+    top_p: list[float],
+    keys: list[int],
+    steps: list[int],
+) -> list[int]:
+    """`sampling.sample` as it was: argmax of every row, the sampled rows' logits indexed
+    out and divided by their temperature over the whole vocabulary, then the same draw."""
+    chosen = logits.argmax(-1)
+    sampled = [i for i, t in enumerate(temperature) if t > 0]
+    if sampled:
+        rows = torch.tensor(sampled)
+        temps = torch.tensor([temperature[i] for i in sampled], dtype=torch.float32)
+        scores = logits[rows] / temps[:, None]
+        # the temperature is 1 here: `candidate_probs` divides again, by 1, on the top only
+        probs, ids = candidate_probs(
+            scores,
+            torch.ones(len(sampled)),
+            torch.tensor([top_p[i] for i in sampled], dtype=torch.float32),
+        )
+        cdf = probs.double().cumsum(-1)
+        u = torch.tensor([uniform(keys[i], steps[i]) for i in sampled], dtype=torch.float64)
+        pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)
+        pick = pick.clamp_(max=probs.shape[-1] - 1)
+        kept = (probs > 0).sum(-1, keepdim=True) - 1
+        chosen[rows] = ids.gather(1, torch.minimum(pick, kept))[:, 0]
+    return chosen.tolist()
+
+
+class WholeVocabBatcher(Batcher):
+    """The sampling pass as it was (`bench_overheads`): `whole_vocab_sample`."""
+
+    def _sampled(self, rows: list[int], logits: torch.Tensor) -> None:
+        with mock.patch.object(batcher_module, "sample", whole_vocab_sample):
+            return super()._sampled(rows, logits)
+
+
+class WholeVocabNative(NativeGenerator):
+    batcher = WholeVocabBatcher
+
+
+def bench_overheads(models: Models) -> str:
+    """The sampling pass of a decoding step over the whole vocabulary (argmax of every row,
+    the sampled rows' logits indexed out and divided by their temperature; what tpo did)
+    against tpo's, on the top candidates only. Both give the same tokens
+    (`tests/test_benchmarks.py`)."""
+    before = f"{NATIVE}, whole-vocabulary sampling pass (before)"
+    sides = {
+        before: native_side(models, generator=WholeVocabNative),
+        f"{NATIVE} (default)": native_side(models),
+    }
+    shapes = [Shape(8, 96, instructions=8), Shape(8, 200)]
+    return compare(models, "Lever: the sampling pass of a decoding step", shapes, sides, before)
 
 
 class Ended(Request):

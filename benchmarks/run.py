@@ -3,9 +3,11 @@
     make bench                      # all, on the embedded model
     python benchmarks/run.py gen    # one
 
-- gen, levers, batching, offpolicy, llamacpp, serve, profile: generation (benchmarks/gen.py:
-         the native backend against plain `generate` batch 32 and llama-cpp-python, one
-         table per lever (batching: continuous batching, caches, sorting, cap, threads),
+- gen, levers, packing, overheads, batching, offpolicy, llamacpp, serve, profile: generation
+         (benchmarks/gen.py: the native backend against plain `generate` batch 32 and
+         llama-cpp-python, one table per lever (packing: oneDNN's weight layout; overheads:
+         the sampling pass; batching: continuous batching, caches, sorting,
+         cap, threads),
          the off-policy gap of lower-precision weights, 16 concurrent clients of `tpo serve`,
          where the native backend's time goes).
 - iteration: one iteration of the embedded preset, seconds per stage, today's engines against
@@ -29,6 +31,7 @@ GENERATION = {
     "gen": gen.bench_gen,
     "levers": gen.bench_levers,
     "packing": gen.bench_packing,
+    "overheads": gen.bench_overheads,
     "batching": gen.bench_batching,
     "offpolicy": gen.bench_offpolicy,
     "llamacpp": gen.bench_llamacpp,
@@ -67,6 +70,7 @@ def main() -> None:
             "gen",
             "levers",
             "packing",
+            "overheads",
             "batching",
             "offpolicy",
             "serve",

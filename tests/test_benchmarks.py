@@ -11,7 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
-from gen import StaticBatcher  # benchmarks/ is on sys.path above
+from gen import StaticBatcher, WholeVocabNative, whole_vocab_sample  # benchmarks/ on sys.path
 
 from tpo.generate.batcher import Batcher, PrefixStore, Request
 from tpo.generate.llama import LlamaModel
@@ -81,6 +81,28 @@ def test_static_batcher_with_eos_and_follow_ups_ends_every_request(tiny):
         for out, limit in zip(continuous, (1, 3, 5, 8) + (6,) * 4, strict=True)
     )  # EOS did end some
     assert set(static_rows) == {4}  # ended rows stayed in the batch
+
+
+def test_whole_vocab_sampling_side_draws_the_same_tokens(tiny):
+    """`bench_overheads`' before side: the old sampling pass, the same tokens as tpo's, in
+    one batch of greedy and sampled rows and in whole generations."""
+    from tpo.generate.sampling import sample
+
+    torch.manual_seed(0)
+    logits = torch.randn(5, 400) * 3
+    logits[2, :70] = 5.0  # ties past the spare candidates
+    args = ([0.0, 0.7, 1.2, 0.0, 0.5], [1.0, 0.9, 0.95, 1.0, 0.5], [1, 2, 3, 4, 5], [0, 1, 2, 3, 4])
+    assert whole_vocab_sample(logits, *args) == sample(logits, *args)
+    model, _ = tiny
+    lm = LlamaModel(model, torch.float32)
+    outs = []
+    for batcher_cls in (Batcher, WholeVocabNative.batcher):
+        requests = [
+            Request([3 + i, 4, 5], 30, temperature=0.9 if i % 2 else 0.0, key=i) for i in range(6)
+        ]
+        batcher_cls(lm, eos_ids=set(), max_rows=8, store=PrefixStore(0)).run(requests)
+        outs.append([r.out for r in requests])
+    assert outs[0] == outs[1]
 
 
 def test_sft_bench_sides_count_the_same_tokens_and_losses(tiny_path):

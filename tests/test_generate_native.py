@@ -27,7 +27,7 @@ from tpo.generate.forcing import Budget, generate_forced, two_phase
 from tpo.generate.hf import HFGenerator
 from tpo.generate.llama import KVCache, LlamaModel, check_supported, mkldnn_linear
 from tpo.generate.native import NativeGenerator, load_native
-from tpo.generate.sampling import candidate_probs
+from tpo.generate.sampling import candidate_probs, sample
 from tpo.models import ModelLoadError
 from tpo.thoughts import build_prompt, thought_format
 
@@ -239,6 +239,18 @@ def test_batcher_continues_a_row_with_its_follow_up(tiny):
     fresh = Request(list(follow["r"].ids), 5)
     Batcher(m, eos_ids=set(), max_rows=4, store=PrefixStore(0)).run([fresh])
     assert follow["r"].done and follow["r"].out == fresh.out and len(fresh.out) == 5
+
+
+def test_a_batch_of_greedy_and_sampled_rows_draws_each_as_alone():
+    torch.manual_seed(1)
+    logits = torch.randn(3, 300) * 2
+    temps, tops, keys, steps = [0.0, 0.8, 0.0], [1.0, 0.9, 1.0], [1, 2, 3], [4, 5, 6]
+    mixed = sample(logits, temps, tops, keys, steps)
+    alone = [
+        sample(logits[i : i + 1], [temps[i]], [tops[i]], [keys[i]], [steps[i]])[0] for i in range(3)
+    ]
+    assert mixed == alone
+    assert mixed[0] == int(logits[0].argmax()) and mixed[2] == int(logits[2].argmax())
 
 
 def test_other_models_and_devices_are_refused_in_one_line(tiny_path):

@@ -51,11 +51,15 @@ def candidate_probs(
     float32 `logits` [rows, vocab] (temperature and top_p [rows], all temperatures > 0) on its
     top candidates, best first, zero past what top-k and top-p keep."""
     k = min(top_k, logits.shape[-1])
-    scores = logits / temperature[:, None]
-    vals, ids = torch.topk(scores, min(k + _SPARE, logits.shape[-1]))
+    # the top logits, then divided: dividing by a positive temperature keeps their order, so
+    # these are the top scores, without dividing the whole vocabulary (a pass over [rows,
+    # vocab] at every step)
+    vals, ids = torch.topk(logits, min(k + _SPARE, logits.shape[-1]))
+    vals = vals / temperature[:, None]
     kth = vals[:, k - 1 : k]
     if bool((vals[:, -1:] == kth).any()) and vals.shape[-1] < logits.shape[-1]:
         # more ties with the k-th score than spare candidates: take every tied one
+        scores = logits / temperature[:, None]
         vals, ids = torch.topk(scores, int((scores >= kth).sum(-1).max()))
         kth = vals[:, k - 1 : k]
     vals = vals.masked_fill(vals < kth, float("-inf"))
@@ -80,12 +84,15 @@ def sample(
 ) -> list[int]:
     """One token per row of float32 `logits` [rows, vocab]: argmax where the temperature is 0,
     else drawn from `candidate_probs` at `uniform(key, step)` of the row."""
-    chosen = logits.argmax(-1)
     sampled = [i for i, t in enumerate(temperature) if t > 0]
+    if len(sampled) < len(temperature):  # greedy rows
+        chosen = logits.argmax(-1)
+    else:
+        chosen = torch.zeros(len(temperature), dtype=torch.long)
     if sampled:
         rows = torch.tensor(sampled)
         probs, ids = candidate_probs(
-            logits[rows],
+            logits if len(sampled) == len(temperature) else logits[rows],
             torch.tensor([temperature[i] for i in sampled], dtype=torch.float32),
             torch.tensor([top_p[i] for i in sampled], dtype=torch.float32),
         )
