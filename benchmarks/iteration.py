@@ -41,6 +41,7 @@ from typing import Any
 
 from train import spread  # benchmarks/train.py: median (min-max)
 
+from tpo.allocator import keep_freed_memory
 from tpo.config import RunConfig, load_config
 from tpo.data.split import prepare_data
 from tpo.eval.heldout import evaluate
@@ -200,6 +201,7 @@ def bench_iteration(
 
 
 def main() -> None:
+    keep_freed_memory()  # as the tpo command does (TPO_KEEP_FREED_MEMORY=0: glibc's default)
     parser = argparse.ArgumentParser()
     parser.add_argument("--shape", choices=list(SHAPES), default="preset")
     parser.add_argument("--repeats", type=int, default=REPEATS)

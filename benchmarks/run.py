@@ -27,6 +27,8 @@ import argparse
 import gen  # benchmarks/gen.py: a script's own folder is on sys.path
 import torch
 
+from tpo.allocator import keep_freed_memory
+
 GENERATION = {
     "gen": gen.bench_gen,
     "levers": gen.bench_levers,
@@ -62,6 +64,7 @@ def bench_iteration() -> str:
 
 
 def main() -> None:
+    keep_freed_memory()  # as the tpo command does (TPO_KEEP_FREED_MEMORY=0: glibc's default)
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "which",

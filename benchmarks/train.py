@@ -38,6 +38,7 @@ from unittest import mock
 
 import torch
 
+from tpo.allocator import keep_freed_memory
 from tpo.config import ModelConfig, PromptConfig, TrainConfig
 from tpo.data import builtin_split
 from tpo.models import load_tokenizer, resolve_model_path
@@ -415,6 +416,7 @@ def profile_step(pairs: int = 2, bf16: bool = False) -> str:
 
 
 def main() -> None:
+    keep_freed_memory()  # as the tpo command does (TPO_KEEP_FREED_MEMORY=0: glibc's default)
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, default=8)
     parser.add_argument("--batch", type=int, default=2)

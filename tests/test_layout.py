@@ -133,11 +133,12 @@ def test_the_cli_names_the_pipeline_stages_in_order() -> None:
 
 
 def test_floor_modules_import_no_stage() -> None:
-    """config, records, store, seeds, thoughts, constraints, models, endpoint are the floor:
+    """config, records, store, seeds, thoughts, constraints, models, endpoint, allocator are
+    the floor:
     they import none of the stage packages."""
     graph = import_graph()
     floor = ("tpo.config", "tpo.records", "tpo.store", "tpo.seeds", "tpo.thoughts")
-    floor += ("tpo.constraints", "tpo.models", "tpo.endpoint")
+    floor += ("tpo.constraints", "tpo.models", "tpo.endpoint", "tpo.allocator")
     stages = ("tpo.generate", "tpo.judge", "tpo.eval", "tpo.serve", "tpo.data", "tpo.train")
     for name, deps in graph.items():
         if name.startswith(floor):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tpo import faults
+from tpo.allocator import release_freed_memory
 from tpo.config import RunConfig
 from tpo.console import log
 from tpo.data.split import prepare_data
@@ -163,6 +164,7 @@ def iteration(run: RunDir, models: GeneratorSource, arm: str, t: int) -> None:
     for name, (stage, _) in STAGES.items():
         _begin(run, name, arm, t)
         stage(run, models, arm=arm, iteration=t)
+        release_freed_memory()  # the next stage uses memory otherwise (allocator.py)
 
 
 def run_all(run: RunDir) -> list[dict[str, Any]]:
@@ -178,6 +180,7 @@ def run_all(run: RunDir) -> list[dict[str, Any]]:
             for arm in run.config.arms:
                 _begin(run, "eval", arm, 0)
                 evaluate(run, models, arm=arm, iteration=0)
+                release_freed_memory()
                 for t in range(1, run.config.iterations + 1):
                     iteration(run, models, arm, t)
                     write_results(run)
