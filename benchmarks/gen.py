@@ -40,7 +40,7 @@ from tpo.generate.forcing import Budget, generate_forced
 from tpo.generate.hf import HFGenerator
 from tpo.generate.llama import LlamaModel
 from tpo.generate.native import NativeGenerator
-from tpo.generate.sampling import candidate_probs, uniform
+from tpo.generate.sampling import candidate_probs, draw, uniform
 from tpo.models import load_model, load_tokenizer, resolve_dtype, resolve_model_path
 from tpo.thoughts import build_prompt, thought_format
 
@@ -324,12 +324,8 @@ def whole_vocab_sample(
             torch.ones(len(sampled)),
             torch.tensor([top_p[i] for i in sampled], dtype=torch.float32),
         )
-        cdf = probs.double().cumsum(-1)
         u = torch.tensor([uniform(keys[i], steps[i]) for i in sampled], dtype=torch.float64)
-        pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)
-        pick = pick.clamp_(max=probs.shape[-1] - 1)
-        kept = (probs > 0).sum(-1, keepdim=True) - 1
-        chosen[rows] = ids.gather(1, torch.minimum(pick, kept))[:, 0]
+        chosen[rows] = draw(probs, ids, u)
     return chosen.tolist()
 
 

@@ -96,11 +96,17 @@ def sample(
             torch.tensor([temperature[i] for i in sampled], dtype=torch.float32),
             torch.tensor([top_p[i] for i in sampled], dtype=torch.float32),
         )
-        cdf = probs.double().cumsum(-1)
         u = torch.tensor([uniform(keys[i], steps[i]) for i in sampled], dtype=torch.float64)
-        pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)
-        pick = pick.clamp_(max=probs.shape[-1] - 1)
-        # a zero-probability candidate is never drawn: step back to the last kept one
-        kept = (probs > 0).sum(-1, keepdim=True) - 1
-        chosen[rows] = ids.gather(1, torch.minimum(pick, kept))[:, 0]
+        chosen[rows] = draw(probs, ids, u)
     return chosen.tolist()
+
+
+def draw(probs: torch.Tensor, ids: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The token of each row at `u` [rows] of the inverse CDF of its candidates (`probs` and
+    `ids` [rows, candidates], as `candidate_probs` gives them)."""
+    cdf = probs.double().cumsum(-1)
+    pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)
+    pick = pick.clamp_(max=probs.shape[-1] - 1)
+    # a zero-probability candidate is never drawn: step back to the last kept one
+    kept = (probs > 0).sum(-1, keepdim=True) - 1
+    return ids.gather(1, torch.minimum(pick, kept))[:, 0]
