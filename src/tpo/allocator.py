@@ -11,7 +11,8 @@ spent 262 of its 889 CPU seconds in the kernel with 54 million page faults.
 (`mallopt`), so freed blocks stay in the heap and the next step reuses them. The peak is
 the same blocks as before; what changes is that the process does not shrink after its peak
 until it ends. Linux with glibc only (elsewhere it does nothing); `TPO_KEEP_FREED_MEMORY=0`
-turns it off. `tpo`'s command calls it at start, and so do the benchmarks.
+turns it off. `tpo`'s command calls it at start, and so do launched training workers and
+the benchmarks.
 
 Kept blocks fragment the heap across stages that use memory differently (decoding's caches,
 then training's activations): the embedded demo peaked 16% higher with it. So the loop

@@ -13,6 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from tpo.allocator import keep_freed_memory
 from tpo.config import ConfigError
 from tpo.data import DataError
 from tpo.models import ModelLoadError
@@ -31,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--arm", required=True)
     parser.add_argument("--iteration", type=int, required=True)
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as `tpo` itself does (tpo/allocator.py)
     try:
         train_iteration(RunDir.load(args.run_dir), arm=args.arm, iteration=args.iteration)
     except ERRORS as exc:
