@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
 import json
 import random
@@ -38,7 +37,7 @@ from unittest import mock
 
 import torch
 
-from tpo.allocator import keep_freed_memory
+from tpo.allocator import keep_freed_memory, release_freed_memory
 from tpo.config import ModelConfig, PromptConfig, TrainConfig
 from tpo.data import builtin_split
 from tpo.models import load_tokenizer, resolve_model_path
@@ -102,7 +101,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
             return self
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        release_freed_memory()  # the rise from here, not what glibc kept from before
         self.base = self.peak = self._rss()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)

@@ -23,6 +23,7 @@ and keeps it within a stage, where the same tensors come back at every step.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 import sys
@@ -34,6 +35,7 @@ TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
 ENV = "TPO_KEEP_FREED_MEMORY"
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         return None

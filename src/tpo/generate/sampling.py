@@ -85,14 +85,12 @@ def sample(
     """One token per row of float32 `logits` [rows, vocab]: argmax where the temperature is 0,
     else drawn from `candidate_probs` at `uniform(key, step)` of the row."""
     sampled = [i for i, t in enumerate(temperature) if t > 0]
-    if len(sampled) < len(temperature):  # greedy rows
-        chosen = logits.argmax(-1)
-    else:
-        chosen = torch.zeros(len(temperature), dtype=torch.long)
+    greedy = len(sampled) < len(temperature)  # some rows take the argmax
+    chosen = logits.argmax(-1) if greedy else torch.zeros(len(temperature), dtype=torch.long)
     if sampled:
         rows = torch.tensor(sampled)
         probs, ids = candidate_probs(
-            logits if len(sampled) == len(temperature) else logits[rows],
+            logits[rows] if greedy else logits,
             torch.tensor([temperature[i] for i in sampled], dtype=torch.float32),
             torch.tensor([top_p[i] for i in sampled], dtype=torch.float32),
         )
