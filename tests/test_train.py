@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -228,3 +230,61 @@ def test_sft_warmup_stopped_by_a_nan_loss_saves_nothing(tmp_path, tiny_path):
     sane = dataclasses.replace(cfg, sft_learning_rate=1e-4)
     assert sft_warmup(pairs(4), tiny_path, cfg=sane, pairs_sha256="abc", **kwargs) == str(out)
     assert (out / "config.json").is_file() and out.with_name("sft.json").is_file()
+
+
+def mapped_from(model, weights_file) -> list[str]:
+    """The parameters of `model` whose data lies in a mapping of `weights_file` (Linux)."""
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[5] == str(weights_file):
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            ranges.append((lo, hi))
+    return [
+        name
+        for name, p in model.named_parameters()
+        if any(lo <= p.data_ptr() < hi for lo, hi in ranges)
+    ]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/maps")
+def test_copy_weights_takes_a_model_out_of_its_files_mapping(tiny_path):
+    """transformers leaves loaded weights in a private mapping of the file (the reason for
+    `copy_weights`: each page's first write there is a copy-on-write fault); with
+    `copy_weights` no parameter is left in it, the values are the same and a tied weight
+    stays one tensor."""
+    weights_file = (Path(tiny_path) / "model.safetensors").resolve()
+    mapped = load_model(tiny_path)
+    assert mapped_from(mapped, weights_file), "transformers no longer maps the weights file"
+    owned = load_model(tiny_path, copy_weights=True)
+    assert mapped_from(owned, weights_file) == []
+    assert owned.lm_head.weight is owned.model.embed_tokens.weight  # tied in the tiny config
+    for (name, a), (other, b) in zip(
+        mapped.state_dict().items(), owned.state_dict().items(), strict=True
+    ):
+        assert name == other and torch.equal(a, b)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/maps")
+def test_sft_and_dpo_train_models_that_own_their_weights(tmp_path, tiny_path, monkeypatch):
+    """The SFT warm-up and DPO load the model they train with `copy_weights` (the LoRA merge
+    and the optimizer's first step write every weight)."""
+    import tpo.train.dpo
+    import tpo.train.warmup
+    from tpo.train.warmup import sft_warmup
+
+    left_mapped: list[list[str]] = []
+    for module in (tpo.train.dpo, tpo.train.warmup):
+
+        def spy(path, *args, real=module.load_model, **kwargs):
+            model = real(path, *args, **kwargs)
+            left_mapped.append(mapped_from(model, (Path(path) / "model.safetensors").resolve()))
+            return model
+
+        monkeypatch.setattr(module, "load_model", spy)
+    cfg = TrainConfig(method="lora", batch_size=4, max_length=128, sft_warmup_epochs=1)
+    out = tmp_path / "iter_1" / "sft_model"
+    kwargs = {"model_cfg": ModelConfig(name_or_path=tiny_path), "out_dir": out, "seed": 0}
+    warmed = sft_warmup(pairs(4), tiny_path, cfg=cfg, pairs_sha256="abc", **kwargs)
+    train(pairs(4), warmed, cfg, tmp_path / "model")
+    assert left_mapped == [[], []]

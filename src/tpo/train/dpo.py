@@ -184,7 +184,7 @@ def _save(
             from peft import PeftModel
 
             trust, pickle = model_cfg.trust_remote_code, model_cfg.allow_pickle
-            base = load_model(model_path, "float32", "cpu", trust, pickle)
+            base = load_model(model_path, "float32", "cpu", trust, pickle, copy_weights=True)
             merged = PeftModel.from_pretrained(base, str(partial)).merge_and_unload()
             shutil.rmtree(partial)
             merged.save_pretrained(partial)
@@ -271,7 +271,9 @@ def _trainer(
     with _quiet():
         args = _dpo_args(cfg, work, seed, pick_device(model_cfg.device))  # before the model:
         tokenizer = load_tokenizer(model_path, trust, pickle)  # ZeRO-3 partitions the weights
-        model = load_model(model_path, model_cfg.dtype, "cpu", trust, pickle)  # while loading
+        model = load_model(  # while loading
+            model_path, model_cfg.dtype, "cpu", trust, pickle, copy_weights=True
+        )
         logging.getLogger("transformers").setLevel(logging.ERROR)
         cls, collator = _trainer_class(cfg, model, tokenizer)
         trainer = cls(

@@ -70,7 +70,12 @@ def _as_model(
     from tpo.models import load_model
 
     base = load_model(
-        model_path, "float32", "cpu", model_cfg.trust_remote_code, model_cfg.allow_pickle
+        model_path,
+        "float32",
+        "cpu",
+        model_cfg.trust_remote_code,
+        model_cfg.allow_pickle,
+        copy_weights=True,  # the adapter is merged into it
     )
     merged = PeftModel.from_pretrained(base, str(checkpoint)).merge_and_unload()
     merged.save_pretrained(target)
