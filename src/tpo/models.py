@@ -328,10 +328,11 @@ def load_model(
 
     transformers leaves the loaded tensors in a private mapping of the weights file, so the
     first write to each 4 KiB page of them is a copy-on-write fault. `copy_weights` copies
-    them into the process's own memory at once, for a model that will be written (trained,
-    or a LoRA adapter merged into it): on this project's 2-core machine the first in-place
-    write to the embedded model's 425 MB of linear weights took 1.3-1.7 s through the
-    mapping, against 0.13-0.46 s to copy them up front and 0.03 s to write them after."""
+    them into the process's own memory at once, for a model that will be written on the CPU
+    (trained there, or a LoRA adapter merged into it): on this project's 2-core machine the
+    first in-place write to the embedded model's 425 MB of linear weights took 1.3-1.7 s
+    through the mapping, against 0.13-0.46 s to copy them up front and 0.03 s to write them
+    after. A model trained on a GPU is copied there anyway and needs no copy here."""
     import torch
     from transformers import AutoModelForCausalLM
 

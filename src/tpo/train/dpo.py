@@ -269,10 +269,11 @@ def _trainer(
 
     trust, pickle = model_cfg.trust_remote_code, model_cfg.allow_pickle
     with _quiet():
-        args = _dpo_args(cfg, work, seed, pick_device(model_cfg.device))  # before the model:
-        tokenizer = load_tokenizer(model_path, trust, pickle)  # ZeRO-3 partitions the weights
-        model = load_model(  # while loading
-            model_path, model_cfg.dtype, "cpu", trust, pickle, copy_weights=True
+        device = pick_device(model_cfg.device)
+        args = _dpo_args(cfg, work, seed, device)  # before the model: ZeRO-3 partitions
+        tokenizer = load_tokenizer(model_path, trust, pickle)  # the weights while loading
+        model = load_model(  # trained on the CPU: its weights in memory of its own
+            model_path, model_cfg.dtype, "cpu", trust, pickle, copy_weights=device == "cpu"
         )
         logging.getLogger("transformers").setLevel(logging.ERROR)
         cls, collator = _trainer_class(cfg, model, tokenizer)

@@ -104,7 +104,9 @@ def sft_warmup(
     with _quiet():  # one bar, as in DPO; the log dicts go to sft_log.jsonl
         args = _sft_args(cfg, work, seed, device)
         tokenizer = load_tokenizer(model_path, trust, pickle)
-        model = load_model(model_path, model_cfg.dtype, "cpu", trust, pickle, copy_weights=True)
+        model = load_model(  # trained on the CPU: its weights in memory of its own
+            model_path, model_cfg.dtype, "cpu", trust, pickle, copy_weights=device == "cpu"
+        )
         logging.getLogger("transformers").setLevel(logging.ERROR)
         rows = [{"prompt": p.prompt, "completion": p.chosen} for p in pairs]
         cls = CompletionSFTTrainer if cfg.shared_prompt else SFTTrainer
